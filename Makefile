@@ -1,0 +1,87 @@
+# btcpulse — one command runs the system (`make up`), one runs the tests (`make test`).
+#
+# The virtual environment is built once per requirements.lock (every pin, direct and transitive) under
+# $(CACHE) and linked as .venv, so a second clone or CI run reuses it; a machine without
+# the cache builds it from PyPI.
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+CACHE        ?= $(HOME)/.cache/btcpulse
+LOCK_HASH    := $(shell sha256sum requirements.lock | cut -c1-16)
+VENV_DIR     := $(CACHE)/venv-$(LOCK_HASH)
+VENV         := .venv
+BIN          := $(VENV)/bin
+DATA         ?= ../shared/data
+SPEED        ?= 3600
+export PIP_CACHE_DIR := $(CACHE)/pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+REPLAY_NEWS   := $(DATA)/crypto_news_2021_2022/cryptonews.csv
+REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
+
+.PHONY: up down status install system-deps test unit lint bench lock clean
+
+## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
+up: install
+	@if [ -f "$(REPLAY_NEWS)" ]; then \
+	  $(BIN)/btcpulse up --replay "$(REPLAY_NEWS)" --replay "$(REPLAY_PRICES)" --speed $(SPEED); \
+	else \
+	  $(BIN)/btcpulse up; \
+	fi
+
+down:
+	$(BIN)/btcpulse down
+
+status:
+	$(BIN)/btcpulse status
+
+## install: system packages (Java, Maven, Chromium) when missing, then the cached venv
+install: system-deps $(VENV_DIR)/.installed
+	@ln -sfn "$(VENV_DIR)" $(VENV)
+	@# The project itself is an editable install, re-pointed at this clone on every run.
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+$(VENV_DIR)/.installed: requirements.lock
+	@# Built in place (a venv records its own path); .installed is written last, so an
+	@# interrupted build is redone from scratch.
+	@mkdir -p "$(CACHE)"
+	rm -rf "$(VENV_DIR)"
+	$(PYTHON) -m venv "$(VENV_DIR)"
+	"$(VENV_DIR)/bin/python" -m pip install -q --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
+	"$(VENV_DIR)/bin/python" -m pip install -q -r requirements.lock
+	touch "$@"
+
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## test: lint, then unit, integration and browser tests against real services
+test: install lint
+	$(BIN)/python -m pytest tests
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check cluster models actors serve ui tests
+	$(BIN)/ruff format --check cluster models actors serve ui tests
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.run
+
+## lock: re-resolve requirements.lock from the pins in pyproject.toml
+lock:
+	rm -rf "$(CACHE)/venv-lock" && $(PYTHON) -m venv "$(CACHE)/venv-lock"
+	"$(CACHE)/venv-lock/bin/pip" install -q -e '.[dev]'
+	"$(CACHE)/venv-lock/bin/pip" freeze --all --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' > requirements.lock
+
+clean:
+	rm -f $(VENV)

@@ -1,0 +1,81 @@
+"""What every stage actor shares: its supervised loop and the dead-letter sink.
+
+Actors are thin shells: the work they do is in pure functions next to them, testable
+without Ray. An actor's loop runs in a thread started by ``__init__``; when that loop dies
+of an unexpected error the process exits, Ray restarts the actor (``max_restarts=-1``),
+``__init__`` runs again and the loop resumes from the subscription's cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pulsar
+
+from cluster.records import DeadLetter
+
+log = logging.getLogger(__name__)
+
+# Restart forever; never retry a task on a restarted actor (stats calls are cheap to redo).
+ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached"}
+
+
+def supervised_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """Run ``target`` in a daemon thread; if it raises, end the process so Ray restarts it."""
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException:
+            log.exception("%s loop died; exiting so the actor restarts", name)
+            logging.shutdown()
+            os._exit(70)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def dead_letter(producer: pulsar.Producer, msg: pulsar.Message, reason: str, redeliveries: int) -> None:
+    """Publish ``msg`` with the reason to the dead-letter topic and wait for the broker."""
+    record = DeadLetter(
+        topic=msg.topic_name(),
+        message_id=str(msg.message_id()),
+        reason=reason[:2000],
+        payload=msg.data()[:65536].decode("utf-8", errors="replace"),
+        redeliveries=redeliveries,
+    )
+    producer.send(record)
+
+
+class BatchSender:
+    """Send a batch asynchronously, then wait until the broker has every message.
+
+    ``wait`` raises when any send failed, so the caller does not acknowledge its inputs.
+    """
+
+    def __init__(self, producer: pulsar.Producer) -> None:
+        self._producer = producer
+        self._errors: list[str] = []
+
+    def send(self, record: Any, *, key: str | None = None, sequence_id: int | None = None) -> None:
+        def done(res: pulsar.Result, _msg_id: Any) -> None:
+            if res != pulsar.Result.Ok:
+                self._errors.append(str(res))
+
+        kwargs: dict[str, Any] = {}
+        if key is not None:
+            kwargs["partition_key"] = key
+        if sequence_id is not None:
+            kwargs["sequence_id"] = sequence_id
+        self._producer.send_async(record, done, **kwargs)
+
+    def wait(self) -> None:
+        self._producer.flush()
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} sends failed: {errors[:3]}")

@@ -1,0 +1,165 @@
+"""The aggregates store: per-minute facts kept in SQLite, windows of any step on demand.
+
+The aggregator actor is its only writer. Each scored article and each price observation is
+stored once under its id (``INSERT OR IGNORE``), so a redelivered message changes no count;
+windows (1 minute to days) are computed from those rows when asked, aligned to multiples
+of the step since the Unix epoch so that the same bucket always has the same bounds.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.records import PriceTick, ScoredArticle, WindowAggregate, format_time
+
+_STEP = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_STEP_S = 60
+MAX_STEP_S = 31 * 86400
+MAX_BUCKETS = 20_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    sentiment REAL NOT NULL,
+    label TEXT NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_ts ON articles (ts);
+CREATE TABLE IF NOT EXISTS prices (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    open REAL NOT NULL,
+    high REAL NOT NULL,
+    low REAL NOT NULL,
+    close REAL NOT NULL,
+    volume REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prices_ts ON prices (ts);
+"""
+
+
+def parse_step(text: str) -> int:
+    """``"15m"`` -> 900. Steps run from one minute to 31 days; raises ``ValueError`` otherwise."""
+    m = _STEP.match(text)
+    if not m:
+        raise ValueError(f"step must look like 1m, 15m, 1h, 1d; got {text!r}")
+    seconds = int(m.group(1)) * _UNIT[m.group(2)]
+    if not MIN_STEP_S <= seconds <= MAX_STEP_S:
+        raise ValueError(f"step must be between 1m and 31d; got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    articles: int
+    prices: int
+    first_ts: float | None
+    last_ts: float | None
+
+
+class AggregatesStore:
+    """SQLite file owned by one process; safe to call from that process's threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def add_articles(self, articles: Iterable[ScoredArticle]) -> list[float]:
+        """Store articles (once per id); returns the times of those that were new."""
+        rows = [(a.id, a.published_ts, a.sentiment, a.sentiment_label, a.source) for a in articles]
+        return self._insert("INSERT OR IGNORE INTO articles VALUES (?, ?, ?, ?, ?)", rows)
+
+    def add_prices(self, ticks: Iterable[PriceTick]) -> list[float]:
+        """Store price observations (once per id); returns the times of those that were new."""
+        rows = [(t.id, t.ts_epoch, t.open, t.high, t.low, t.close, t.volume) for t in ticks]
+        return self._insert("INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _insert(self, sql: str, rows: list[tuple[object, ...]]) -> list[float]:
+        if not rows:
+            return []
+        new: list[float] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    if self._db.execute(sql, row).rowcount:
+                        new.append(float(row[1]))  # type: ignore[arg-type]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return new
+
+    def series(self, start: float, end: float, step_s: int) -> list[WindowAggregate]:
+        """Windows of ``step_s`` covering ``[start, end)``, every bucket present (empty ones
+        with count 0), oldest first."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        first = int(start // step_s) * step_s
+        n = int((end - first + step_s - 1) // step_s)
+        if n > MAX_BUCKETS:
+            raise ValueError(f"{n} buckets requested; at most {MAX_BUCKETS} (use a larger step)")
+        bucket = f"CAST((ts - {first}) / {step_s} AS INTEGER)"
+        where = "ts >= ? AND ts < ?"
+        bounds = (first, end)
+        with self._lock:
+            news = self._db.execute(
+                f"SELECT {bucket} b, COUNT(*), AVG(sentiment), SUM(label = 'positive'), SUM(label = 'neutral'),"  # noqa: S608
+                f" SUM(label = 'negative') FROM articles WHERE {where} GROUP BY b",
+                bounds,
+            ).fetchall()
+            # SQLite returns the bare columns of the row that holds the MIN()/MAX().
+            opens = self._db.execute(
+                f"SELECT {bucket} b, open, MIN(ts) FROM prices WHERE {where} GROUP BY b", bounds  # noqa: S608
+            ).fetchall()
+            closes = self._db.execute(
+                f"SELECT {bucket} b, close, MAX(ts), MAX(high), MIN(low) FROM prices WHERE {where} GROUP BY b",  # noqa: S608
+                bounds,
+            ).fetchall()
+        by_news = {r[0]: r for r in news}
+        by_open = {r[0]: r[1] for r in opens}
+        by_close = {r[0]: r for r in closes}
+        out = []
+        for i in range(n):
+            nr = by_news.get(i)
+            cr = by_close.get(i)
+            out.append(
+                WindowAggregate(
+                    start=format_time(first + i * step_s),
+                    step_s=step_s,
+                    count=int(nr[1]) if nr else 0,
+                    sentiment_mean=float(nr[2]) if nr else None,
+                    positive=int(nr[3]) if nr else 0,
+                    neutral=int(nr[4]) if nr else 0,
+                    negative=int(nr[5]) if nr else 0,
+                    open=by_open.get(i),
+                    high=float(cr[3]) if cr else None,
+                    low=float(cr[4]) if cr else None,
+                    close=float(cr[1]) if cr else None,
+                )
+            )
+        return out
+
+    def totals(self) -> Totals:
+        with self._lock:
+            a, a_first, a_last = self._db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM articles").fetchone()
+            p, p_first, p_last = self._db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM prices").fetchone()
+        firsts = [t for t in (a_first, p_first) if t is not None]
+        lasts = [t for t in (a_last, p_last) if t is not None]
+        return Totals(a, p, min(firsts) if firsts else None, max(lasts) if lasts else None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

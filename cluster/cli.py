@@ -1,0 +1,293 @@
+"""The ``btcpulse`` command: the composition root that starts, stops and inspects the stack.
+
+    btcpulse up [--replay PATH ...] [--speed X] [--state-dir DIR]   start everything
+    btcpulse down [--state-dir DIR]                                  stop what `up` started
+    btcpulse status [--state-dir DIR]                                each part's state
+    btcpulse replay PATH ... [--speed X]                             replay in the foreground
+
+It is the one module that knows every layer (it starts actors and the Serve app), so it
+imports them lazily, inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cluster.settings import BtcpulseSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Live analytics of Bitcoin news vs the BTC price.")
+
+StateDir = Annotated[
+    Path | None, typer.Option("--state-dir", help="where data, logs and pids live (env BTCPULSE_STATE_DIR)")
+]
+
+
+def _settings(state_dir: Path | None) -> BtcpulseSettings:
+    if state_dir is not None:
+        os.environ["BTCPULSE_STATE_DIR"] = str(state_dir.resolve())
+    return BtcpulseSettings()
+
+
+def _say(text: str) -> None:
+    typer.echo(text)
+
+
+def _child_env(settings: BtcpulseSettings) -> dict[str, str]:
+    """The environment every Ray worker inherits: offline models, this stack's settings."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "BTCPULSE_STATE_DIR": str(settings.state_dir),
+            "RAY_SERVE_HTTP_HOST": settings.bind_host,
+        }
+    )
+    return env
+
+
+def _ts(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from cluster.records import parse_time
+
+    try:
+        return parse_time(text).timestamp()
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO-8601 time: {text!r}") from exc
+
+
+def _connect_ray(settings: BtcpulseSettings) -> None:
+    import ray
+
+    from cluster.local.ray_head import RayHead
+
+    if not ray.is_initialized():
+        ray.init(
+            address=RayHead(settings).address,
+            namespace=settings.ray_namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+
+
+@app.command()
+def up(
+    replay: Annotated[list[Path] | None, typer.Option("--replay", help="file to replay (repeatable)")] = None,
+    speed: Annotated[float, typer.Option(help="0 = as fast as possible; 60 = 60x real time")] = 0.0,
+    state_dir: StateDir = None,
+    start: Annotated[str | None, typer.Option("--from", help="replay from this time (ISO-8601)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="replay up to this time (ISO-8601)")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay at most this many news rows")] = None,
+) -> None:
+    """Start Pulsar, Ray, the consumers, Serve and the sources; print the addresses."""
+    if speed < 0:
+        raise typer.BadParameter("--speed must be >= 0")
+    for path in replay or []:
+        if not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}")
+    settings = _settings(state_dir)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(_child_env(settings))
+    t0 = time.monotonic()
+
+    from cluster.local.pulsar import PulsarStandalone
+    from cluster.local.ray_head import RayHead
+
+    if settings.local_pulsar:
+        _say("pulsar   starting standalone (first run resolves its jars from Maven Central)…")
+        PulsarStandalone(settings).start()
+    _say(f"pulsar   ready at {settings.pulsar_service_url}  [{time.monotonic() - t0:.0f}s]")
+    if settings.ray_address is None:
+        RayHead(settings).start(_child_env(settings))
+    _connect_ray(settings)
+    _say(f"ray      ready at {RayHead(settings).address}  [{time.monotonic() - t0:.0f}s]")
+
+    handles = _start_consumers(settings)
+    _say(f"actors   {', '.join(sorted(handles))}  [{time.monotonic() - t0:.0f}s]")
+    _start_serve(settings)
+    _say(f"serve    ready  [{time.monotonic() - t0:.0f}s]")
+    if replay:
+        run_id = _start_replay(settings, replay, speed, _ts(start), _ts(end), limit)
+        _say(f"replay   {len(replay)} file(s) at speed {speed:g} (run {run_id}); progress: btcpulse status")
+    _say("")
+    _say(f"Dashboard      {settings.api_url}/dashboard")
+    _say(f"API            {settings.api_url}/docs   (e.g. {settings.api_url}/api/search?q=bitcoin+etf)")
+    _say(f"Ray dashboard  {settings.ray_dashboard_url}")
+    _say(f"State          {settings.state_dir}   (stop with: btcpulse down)")
+
+
+def _start_consumers(settings: BtcpulseSettings) -> dict[str, Any]:
+    import ray
+
+    from actors.aggregator import AggregatorConsumer
+    from actors.analysis import AnalysisConsumer
+    from actors.vector_store import VectorStoreActor
+    from serve.read import AGGREGATOR, VECTOR_STORE
+
+    store = VectorStoreActor.options(name=VECTOR_STORE, get_if_exists=True).remote(  # type: ignore[attr-defined]
+        settings, settings.embedding_dim
+    )
+    aggregator = AggregatorConsumer.options(name=AGGREGATOR, get_if_exists=True).remote(settings)  # type: ignore[attr-defined]
+    handles: dict[str, Any] = {VECTOR_STORE: store, AGGREGATOR: aggregator}
+    for i in range(settings.analysis_actors):
+        name = f"analysis-{i}"
+        handles[name] = AnalysisConsumer.options(name=name, get_if_exists=True).remote(settings, store)  # type: ignore[attr-defined]
+    # Wait until each has finished __init__ (models loaded, subscriptions open).
+    ray.get([h.stats.remote() for h in handles.values()], timeout=600)
+    return handles
+
+
+def _start_serve(settings: BtcpulseSettings) -> None:
+    from ray import serve
+
+    from cluster.local.process import http_ok, wait_until
+    from serve.app import APP_NAME, build_application
+
+    serve.start(http_options={"host": settings.bind_host, "port": settings.api_port})
+    serve.run(build_application(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    wait_until(lambda: http_ok(f"{settings.api_url}/healthz"), timeout_s=300, what="serve /healthz")
+
+
+def _start_replay(
+    settings: BtcpulseSettings,
+    paths: list[Path],
+    speed: float,
+    start: float | None,
+    end: float | None,
+    limit: int | None,
+) -> str:
+    from actors.sources import ReplaySource
+
+    run_id = datetime.now().strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    ReplaySource.options(name=f"replay-{run_id}").remote(  # type: ignore[attr-defined]
+        settings, [str(p.resolve()) for p in paths], speed, run_id, start, end, limit
+    )
+    return run_id
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="files: news CSV, r/Bitcoin CSV, JSONL, hourly price CSV")],
+    speed: Annotated[float, typer.Option(help="0 = as fast as possible; 60 = 60x real time")] = 0.0,
+    state_dir: StateDir = None,
+    start: Annotated[str | None, typer.Option("--from", help="replay from this time (ISO-8601)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="replay up to this time (ISO-8601)")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay at most this many news rows")] = None,
+) -> None:
+    """Replay files into Pulsar in the foreground, with a progress bar."""
+    import threading
+
+    from tqdm import tqdm
+
+    from actors.sources import ReplayProgress, ReplayPublisher, load_rows
+
+    settings = _settings(state_dir)
+    rows, reports = load_rows(paths, start=_ts(start), end=_ts(end), limit=limit, settings=settings)
+    for path, report in zip(paths, reports, strict=True):
+        _say(f"{path}: {report.summary()}")
+    progress = ReplayProgress(total=len(rows))
+    run_id = datetime.now().strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    with tqdm(total=len(rows), unit="row", file=sys.stderr) as bar:
+        ReplayPublisher(settings, run_id).run(
+            rows, speed, progress, threading.Event(), on_row=lambda n: bar.update(n - bar.n)
+        )
+    _say(f"published {progress.news} news and {progress.prices} prices")
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop the sources, consumers, Serve, Ray and Pulsar that `up` started."""
+    settings = _settings(state_dir)
+    from cluster.local.pulsar import PulsarStandalone
+    from cluster.local.ray_head import RayHead
+
+    head = RayHead(settings)
+    if settings.ray_address is not None or head.running():
+        try:
+            _stop_actors(settings)
+        except Exception as exc:  # a broken cluster still has to come down
+            _say(f"ray      could not stop actors cleanly: {exc}")
+    if settings.ray_address is None and head.stop():
+        _say("ray      stopped")
+    if settings.local_pulsar and PulsarStandalone(settings).stop():
+        _say("pulsar   stopped")
+
+
+def _stop_actors(settings: BtcpulseSettings) -> None:
+    import ray
+    from ray import serve
+
+    _connect_ray(settings)
+    serve.shutdown()
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace]
+    # Sources first, then analysis, then the stores: nothing is left half-written.
+    order = sorted(names, key=lambda n: (0 if n.startswith("replay") else 1 if n.startswith("analysis") else 2, n))
+    for name in order:
+        handle = ray.get_actor(name, namespace=settings.ray_namespace)
+        try:
+            ray.get(handle.stop.remote(), timeout=40)
+        except Exception as exc:
+            _say(f"actor    {name}: no clean stop ({type(exc).__name__})")
+        ray.kill(handle, no_restart=True)
+        _say(f"actor    {name} stopped")
+    ray.shutdown()
+
+
+@app.command()
+def status(state_dir: StateDir = None) -> None:
+    """Show each part of the stack."""
+    settings = _settings(state_dir)
+    from cluster.local.process import http_ok
+    from cluster.local.pulsar import PulsarStandalone
+    from cluster.local.ray_head import RayHead
+
+    pulsar = PulsarStandalone(settings)
+    if settings.local_pulsar:
+        pid = pulsar.pid()
+        state = "ready" if pid and pulsar.ready() else ("starting" if pid else "stopped")
+        _say(f"pulsar     {state}  {settings.pulsar_service_url}" + (f" (pid {pid})" if pid else ""))
+    else:
+        _say(f"pulsar     external {settings.pulsar_service_url}")
+    head = RayHead(settings)
+    ray_up = settings.ray_address is not None or head.running()
+    _say(f"ray        {'running' if ray_up else 'stopped'}  dashboard {settings.ray_dashboard_url}")
+    if ray_up:
+        _actor_status(settings)
+    api = "ready" if http_ok(f"{settings.api_url}/healthz") else "down"
+    _say(f"serve      {api}  {settings.api_url}/dashboard  {settings.api_url}/docs")
+
+
+def _actor_status(settings: BtcpulseSettings) -> None:
+    import ray
+
+    _connect_ray(settings)
+    names = sorted(
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace
+    )
+    for name in names:
+        handle = ray.get_actor(name, namespace=settings.ray_namespace)
+        method = handle.progress if name.startswith("replay") else handle.stats
+        try:
+            info = ray.get(method.remote(), timeout=10)
+        except Exception as exc:
+            info = f"not answering ({type(exc).__name__})"
+        _say(f"  {name:<28} {info}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Small helpers for the daemons the CLI starts: pid files, health polling, stopping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); look at its state.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def spawn(cmd: list[str], *, log_file: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` as a daemon in its own session, output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        )
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_pid(pid: int, *, timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                _reap(pid)
+                return
+            time.sleep(0.2)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, alive: Callable[[], bool] | None = None) -> None:
+    """Poll ``check`` until it is true; fail early when ``alive`` says the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if alive is not None and not alive():
+            raise RuntimeError(f"{what}: the process exited while starting")
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}: not ready after {timeout_s:.0f}s")
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False

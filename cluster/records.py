@@ -1,0 +1,281 @@
+"""The records that travel on btcpulse's topics, defined once.
+
+One frozen dataclass per topic, each with a ``schema_version``. Topic objects
+(:mod:`cluster.topics`) own their serialization, so no caller encodes bytes by hand.
+
+Times are ISO-8601 strings in UTC (``2022-07-05T04:24:00Z``) on the wire, so a message is
+readable as it is; :func:`parse_time` and :func:`format_time` convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from cluster.ids import article_id, canonical_url, tick_id
+
+R = TypeVar("R", bound="Record")
+
+_TAG = re.compile(r"<[^>]*>")
+_SCRIPT_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_WS = re.compile(r"\s+")
+# Literal escape sequences left by scrapers ("\xa0", "\r\n" as text).
+_LITERAL_ESCAPES = re.compile(r"\\x[0-9a-fA-F]{2}|\\[rnt]")
+# C0/C1 controls (but tab and newline), and the Unicode format/surrogate/private-use ranges
+# most abused in titles (bidi overrides, zero-width characters).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff\ue000-\uf8ff]")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(t: datetime | float) -> str:
+    """ISO-8601 UTC with a ``Z`` and whole seconds or milliseconds."""
+    dt = datetime.fromtimestamp(t, UTC) if isinstance(t, int | float) else t.astimezone(UTC)
+    text = dt.isoformat(timespec="milliseconds" if dt.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time; a time without zone is taken as UTC."""
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def to_ts(text: str) -> float:
+    return parse_time(text).timestamp()
+
+
+def clean_text(raw: str | bytes | None, limit: int) -> str:
+    """Untrusted text reduced to bounded plain text.
+
+    Bytes are decoded as UTF-8 with replacement (never an exception); script/style
+    elements are dropped with their content, other tags are removed, entities are
+    decoded once, control characters removed, white space folded, and the result is
+    cut at ``limit`` characters (with an ellipsis).
+    """
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    text = text[: limit * 8]  # bound the work before the regexes run
+    text = _SCRIPT_STYLE.sub(" ", text)
+    text = _TAG.sub(" ", text)
+    text = html.unescape(text)
+    text = _LITERAL_ESCAPES.sub(" ", text)
+    text = _CONTROL.sub("", text)
+    text = _WS.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Base of every topic record: a schema version and conversion to and from plain dicts."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        """Build from a decoded message; unknown keys (a newer minor version) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class NewsItem(Record):
+    """A news article or post as collected (topic ``news.raw``)."""
+
+    id: str
+    source: str
+    url: str
+    title: str
+    summary: str
+    published_at: str
+    fetched_at: str
+    # True when the source gave no usable time and ``published_at`` is the fetch time.
+    time_estimated: bool = False
+    schema_version: int = 1
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        source: str,
+        url: str,
+        title: str | bytes,
+        summary: str | bytes | None = None,
+        published_at: datetime | None,
+        fetched_at: datetime | None = None,
+        guid: str | None = None,
+        max_title_chars: int = 500,
+        max_summary_chars: int = 2000,
+        max_future_skew_s: float = 300.0,
+    ) -> NewsItem:
+        """Validate and normalise one collected item.
+
+        Raises ``ValueError`` (``BadURLError`` is one) for an item that cannot be kept:
+        no title, no usable URL/GUID. A missing time, or one further in the future than
+        ``max_future_skew_s``, becomes the fetch time with ``time_estimated=True``.
+        """
+        fetched = fetched_at or utcnow()
+        clean_title = clean_text(title, max_title_chars)
+        if not clean_title:
+            raise ValueError("empty title")
+        estimated = published_at is None or (published_at - fetched).total_seconds() > max_future_skew_s
+        published = fetched if estimated or published_at is None else published_at
+        canon = canonical_url(url) if url else ""
+        return cls(
+            id=article_id(canonical=canon or None, guid=guid),
+            source=clean_text(source, 64) or "unknown",
+            url=canon,
+            title=clean_title,
+            summary=clean_text(summary, max_summary_chars),
+            published_at=format_time(published),
+            fetched_at=format_time(fetched),
+            time_estimated=estimated,
+        )
+
+    @property
+    def published_ts(self) -> float:
+        return to_ts(self.published_at)
+
+    @property
+    def text(self) -> str:
+        """What the models read: the headline, then the summary."""
+        return f"{self.title}. {self.summary}" if self.summary else self.title
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick(Record):
+    """A BTC price observation (topic ``prices``): a trade/ticker (``interval_s`` 0,
+    open = high = low = close) or a bar over ``[ts, ts + interval_s)``."""
+
+    id: str
+    source: str
+    symbol: str
+    ts: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    interval_s: int = 0
+    schema_version: int = 1
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        source: str,
+        symbol: str,
+        ts: datetime,
+        open: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float = 0.0,
+        interval_s: int = 0,
+        seq: str = "",
+    ) -> PriceTick:
+        values = (open, high, low, close)
+        if any(not (v > 0 and v < 1e9) for v in values) or high < low:
+            raise ValueError(f"implausible prices {values}")
+        return cls(
+            id=tick_id(source, symbol, ts.timestamp(), seq),
+            source=source,
+            symbol=symbol,
+            ts=format_time(ts),
+            open=float(open),
+            high=float(high),
+            low=float(low),
+            close=float(close),
+            volume=float(volume),
+            interval_s=int(interval_s),
+        )
+
+    @property
+    def ts_epoch(self) -> float:
+        return to_ts(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredArticle(Record):
+    """An analysed article (topic ``news.scored``); its vector lives in Qdrant under ``id``."""
+
+    id: str
+    source: str
+    url: str
+    title: str
+    summary: str
+    published_at: str
+    fetched_at: str
+    analyzed_at: str
+    sentiment: float  # in [-1, 1]
+    sentiment_label: str  # negative | neutral | positive
+    model: str
+    time_estimated: bool = False
+    schema_version: int = 1
+
+    @classmethod
+    def from_news(
+        cls, item: NewsItem, *, sentiment: float, label: str, model: str, analyzed_at: datetime | None = None
+    ) -> ScoredArticle:
+        return cls(
+            id=item.id,
+            source=item.source,
+            url=item.url,
+            title=item.title,
+            summary=item.summary,
+            published_at=item.published_at,
+            fetched_at=item.fetched_at,
+            analyzed_at=format_time(analyzed_at or utcnow()),
+            sentiment=float(sentiment),
+            sentiment_label=label,
+            model=model,
+            time_estimated=item.time_estimated,
+        )
+
+    @property
+    def published_ts(self) -> float:
+        return to_ts(self.published_at)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAggregate(Record):
+    """One time window of the aggregates (topic ``aggregates``); price fields are ``None``
+    when the window saw no price."""
+
+    start: str
+    step_s: int
+    count: int
+    sentiment_mean: float | None
+    positive: int
+    neutral: int
+    negative: int
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(Record):
+    """A message that could not be processed (topic ``deadletter``), with the reason."""
+
+    topic: str
+    message_id: str
+    reason: str
+    payload: str  # the original bytes, UTF-8 with replacement, bounded
+    redeliveries: int
+    failed_at: str = field(default_factory=lambda: format_time(utcnow()))
+    schema_version: int = 1

@@ -1,0 +1,115 @@
+"""One typed settings object for every part of btcpulse.
+
+Every field can be set from the environment with the ``BTCPULSE_`` prefix
+(``BTCPULSE_API_PORT=9000``); the few names that operators already know are read
+without the prefix too (``PULSAR_URL``, ``QDRANT_URL``, ``QDRANT_API_KEY``).
+Secrets are ``SecretStr`` so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "btcpulse"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "btcpulse"
+
+
+class BtcpulseSettings(BaseSettings):
+    """Settings of the whole system; the same object is handed to actors and deployments."""
+
+    model_config = SettingsConfigDict(env_prefix="BTCPULSE_", extra="ignore", frozen=True)
+
+    # Where the local stack keeps its data, logs and pid files.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    # Heavy downloads shared by every clone (Pulsar jars).
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+
+    # --- Pulsar ---------------------------------------------------------------------------
+    # Set PULSAR_URL to use an external cluster; the CLI then starts no local broker.
+    pulsar_url: str | None = Field(default=None, validation_alias=AliasChoices("PULSAR_URL", "BTCPULSE_PULSAR_URL"))
+    pulsar_admin_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PULSAR_ADMIN_URL", "BTCPULSE_PULSAR_ADMIN_URL")
+    )
+    pulsar_version: str = "4.2.4"
+    pulsar_broker_port: int = 6650
+    pulsar_web_port: int = 8080
+    pulsar_bookie_port: int = 3181
+    pulsar_heap: str = "768m"
+    pulsar_direct_memory: str = "512m"
+    topic_prefix: str = "persistent://public/default/btcpulse"
+
+    # --- Ray / Serve ----------------------------------------------------------------------
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "BTCPULSE_RAY_ADDRESS"))
+    ray_port: int = 6379
+    ray_dashboard_port: int = 8265
+    ray_num_cpus: int | None = None
+    ray_namespace: str = "btcpulse"
+    bind_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # --- Qdrant ---------------------------------------------------------------------------
+    # Unset: embedded qdrant-edge under state_dir. A URL: a Qdrant server through qdrant-client;
+    # ":memory:" uses qdrant-client's in-process mode (tests of the client path).
+    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_URL", "BTCPULSE_QDRANT_URL"))
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "BTCPULSE_QDRANT_API_KEY")
+    )
+    qdrant_collection: str = "news"
+
+    # --- Models and batching --------------------------------------------------------------
+    # A sentence-transformers name or a local path; empty means the packaged all-MiniLM-L6-v2.
+    embedding_model: str = ""
+    embedding_dim: int = 384
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    batch_max_size: int = 64
+    batch_max_wait_ms: int = 200
+    receiver_queue_size: int = 256
+    max_redeliveries: int = 5
+    analysis_actors: int = 1
+
+    # --- Input limits (text from the internet is untrusted) --------------------------------
+    max_title_chars: int = 500
+    max_summary_chars: int = 2000
+    max_future_skew_s: int = 300
+
+    @field_validator("batch_max_size", "receiver_queue_size", "analysis_actors")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @property
+    def pulsar_service_url(self) -> str:
+        return self.pulsar_url or f"pulsar://127.0.0.1:{self.pulsar_broker_port}"
+
+    @property
+    def pulsar_http_url(self) -> str:
+        return self.pulsar_admin_url or f"http://127.0.0.1:{self.pulsar_web_port}"
+
+    @property
+    def local_pulsar(self) -> bool:
+        return self.pulsar_url is None
+
+    @property
+    def ray_dashboard_url(self) -> str:
+        return f"http://{self.bind_host}:{self.ray_dashboard_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.bind_host}:{self.api_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> BtcpulseSettings:
+    """The process-wide settings, read once from the environment."""
+    return BtcpulseSettings()

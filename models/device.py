@@ -1,0 +1,70 @@
+"""Device selection and CPU thread control for the ML models.
+
+Everything that decides *where* a model runs lives here, so the embedder and any later
+model agree on the rule: ``"auto"`` means CUDA when PyTorch can see a GPU, else the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Values accepted by :func:`pick_device`. ``"cuda:N"`` (a specific GPU) is accepted too.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(pref: str = "auto") -> str:
+    """Resolve a device preference to a concrete torch device string.
+
+    Args:
+        pref: ``"auto"`` (CUDA if ``torch.cuda.is_available()``, else CPU), ``"cpu"``,
+            ``"cuda"`` or ``"cuda:N"``. Case and surrounding whitespace are ignored.
+
+    Returns:
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ValueError: ``pref`` is not one of the accepted values, or it asks for CUDA on a
+            machine where PyTorch sees no GPU (or fewer than ``N + 1`` GPUs). Failing here,
+            rather than deep inside the first forward pass, makes a misconfiguration obvious.
+    """
+    p = pref.strip().lower() if isinstance(pref, str) else ""
+    if p == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if p == "cpu":
+        return "cpu"
+    if p == "cuda" or p.startswith("cuda:"):
+        index = 0
+        if p != "cuda":
+            suffix = p.removeprefix("cuda:")
+            if not suffix.isdigit():
+                raise ValueError(f"device {pref!r}: expected 'cuda:<index>', e.g. 'cuda:0'")
+            index = int(suffix)
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {pref!r} requested but torch sees no CUDA device; use 'auto' or 'cpu'")
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {pref!r} requested but torch sees only {torch.cuda.device_count()} GPU(s)"
+            )
+        return p
+    raise ValueError(
+        f"unknown device {pref!r}; expected one of {', '.join(DEVICE_CHOICES)} or 'cuda:<index>'"
+    )
+
+
+def torch_threads(n: int | None = None) -> int:
+    """Set (when ``n`` is given) and return the number of intra-op CPU threads torch uses.
+
+    Args:
+        n: Threads to use, ``>= 1``; ``None`` only reads the current setting.
+
+    Returns:
+        The thread count in effect after the call.
+
+    Raises:
+        ValueError: ``n`` is less than 1.
+    """
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"torch_threads: n must be >= 1, got {n}")
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

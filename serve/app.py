@@ -1,0 +1,185 @@
+"""The Ray Serve application: one FastAPI ingress for the API and the dashboard.
+
+    GET /healthz                         each part's state
+    GET /api/search?q=&k=&start=&end=&source=   semantic similarity over stored articles
+    GET /api/news/latest?limit=          newest scored articles first
+    GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price
+    GET /docs                            OpenAPI
+    /dashboard                           the Panel/HoloViews dashboard (Bokeh sessions)
+
+The FastAPI app is built by a function that runs on the replica, so it can hold the
+replica's :class:`ReadService`. One replica: Bokeh sessions live in one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from ray import serve
+
+from cluster.aggregates import parse_step
+from cluster.records import format_time
+from cluster.settings import BtcpulseSettings
+from cluster.vectors import SearchFilter
+from serve.read import ReadService, epoch
+from serve.schemas import (
+    ArticlePublic,
+    BucketPublic,
+    HealthResponse,
+    NewsResponse,
+    SearchHitPublic,
+    SearchResponse,
+    SeriesResponse,
+)
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "btcpulse"
+DEFAULT_SPAN = timedelta(hours=24)
+
+
+def _article(payload: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "title", "url", "source", "published_at", "sentiment", "sentiment_label")
+    return {k: payload.get(k) for k in keys}
+
+
+def _range(start: datetime | None, end: datetime | None) -> SearchFilter:
+    s, e = epoch(start), epoch(end)
+    if s is not None and e is not None and e <= s:
+        raise HTTPException(status_code=422, detail="end must be after start")
+    return SearchFilter(start_ts=s, end_ts=e)
+
+
+def build_api(settings: BtcpulseSettings) -> FastAPI:
+    """Build the ingress app (runs on the replica)."""
+    reader = ReadService(settings)
+    app = FastAPI(
+        title="btcpulse",
+        version="0.1.0",
+        description="Live analytics of Bitcoin news against the BTC price.",
+    )
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz() -> HealthResponse:
+        parts: dict[str, str] = {}
+        totals = None
+        try:
+            totals = await reader.totals()
+            parts["aggregator"] = "ok"
+        except Exception as exc:  # report, never fail the health check itself
+            parts["aggregator"] = f"error: {type(exc).__name__}"
+        try:
+            await reader.count()
+            parts["vector-store"] = "ok"
+        except Exception as exc:
+            parts["vector-store"] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in parts.values())
+        return HealthResponse(
+            status="ok" if ok else "degraded",
+            parts=parts,
+            articles=totals.articles if totals else None,
+            prices=totals.prices if totals else None,
+            first_at=format_time(totals.first_ts) if totals and totals.first_ts is not None else None,
+            last_at=format_time(totals.last_ts) if totals and totals.last_ts is not None else None,
+        )
+
+    @app.get("/api/search", response_model=SearchResponse)
+    async def search(
+        q: Annotated[str, Query(min_length=1, max_length=500, description="free text")],
+        k: Annotated[int, Query(ge=1, le=100)] = 10,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        source: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> SearchResponse:
+        rng = _range(start, end)
+        flt = SearchFilter(start_ts=rng.start_ts, end_ts=rng.end_ts, source=source)
+        hits = await reader.search(q, k, flt)
+        return SearchResponse(results=[SearchHitPublic(**_article(h.payload), score=h.score) for h in hits])
+
+    @app.get("/api/news/latest", response_model=NewsResponse)
+    async def latest(
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+        source: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> NewsResponse:
+        rows = await reader.latest(limit, SearchFilter(source=source) if source else None)
+        return NewsResponse(results=[ArticlePublic(**_article(r)) for r in rows])
+
+    @app.get("/api/series", response_model=SeriesResponse)
+    async def series(
+        start: datetime | None = None,
+        end: datetime | None = None,
+        step: Annotated[str, Query(max_length=8, description="1m, 5m, 15m, 1h, 6h, 1d ...")] = "1h",
+    ) -> SeriesResponse:
+        try:
+            step_s = parse_step(step)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        s, e = epoch(start), epoch(end)
+        if e is None:
+            totals = await reader.totals()
+            e = (totals.last_ts + 1) if totals.last_ts is not None else datetime.now(UTC).timestamp()
+        if s is None:
+            s = e - DEFAULT_SPAN.total_seconds()
+        if e <= s:
+            raise HTTPException(status_code=422, detail="end must be after start")
+        try:
+            windows = await reader.series(s, e, step_s)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return SeriesResponse(
+            start=format_time(s),
+            end=format_time(e),
+            step=step,
+            buckets=[
+                BucketPublic(
+                    start=w.start,
+                    count=w.count,
+                    sentiment_mean=w.sentiment_mean,
+                    positive=w.positive,
+                    neutral=w.neutral,
+                    negative=w.negative,
+                    open=w.open,
+                    high=w.high,
+                    low=w.low,
+                    close=w.close,
+                )
+                for w in windows
+            ],
+        )
+
+    _mount_dashboard(app, reader, settings)
+    return app
+
+
+def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettings) -> None:
+    from panel.io.fastapi import add_applications
+
+    from ui.dashboard import create_dashboard
+
+    origins = [f"{host}:{settings.api_port}" for host in ("127.0.0.1", "localhost", settings.bind_host)]
+    add_applications(
+        {"/dashboard": functools.partial(create_dashboard, reader)},
+        app=app,
+        title="btcpulse",
+        websocket_origin=sorted(set(origins)),
+    )
+
+
+def build_application(settings: BtcpulseSettings) -> Any:
+    """The bound Serve application (``serve.run`` target)."""
+
+    def builder() -> FastAPI:
+        # Serve calls a plain function on the replica (a functools.partial would be taken
+        # for an ASGI app).
+        return build_api(settings)
+
+    @serve.deployment(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+    @serve.ingress(builder)
+    class Ingress:
+        """FastAPI + dashboard ingress; the routes live in :func:`build_api`."""
+
+    return Ingress.bind()  # type: ignore[attr-defined]

@@ -1,0 +1,110 @@
+"""Shared fixtures. Integration and browser tests run against a real stack started by the
+project's own CLI (Pulsar standalone, Ray with 2 CPUs, Serve), once per test session, on
+ports of its own so a running `make up` is left alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ARTIFACTS = REPO / "artifacts"
+
+TEST_PORTS = {
+    "BTCPULSE_PULSAR_BROKER_PORT": "16650",
+    "BTCPULSE_PULSAR_WEB_PORT": "18080",
+    "BTCPULSE_PULSAR_BOOKIE_PORT": "13181",
+    "BTCPULSE_RAY_PORT": "26379",
+    "BTCPULSE_RAY_DASHBOARD_PORT": "28265",
+    "BTCPULSE_API_PORT": "18000",
+    "BTCPULSE_RAY_NUM_CPUS": "2",
+}
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data file {'/'.join(parts)} not found beside the repo (../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def news_csv() -> Path:
+    return shared_file("crypto_news_2021_2022", "cryptonews.csv")
+
+
+@pytest.fixture(scope="session")
+def prices_csv() -> Path:
+    return shared_file("btc_usd_bitstamp_hourly", "Bitstamp_BTCUSD_1h.csv")
+
+
+class Stack:
+    """A running test stack and the commands to drive it."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str]) -> None:
+        self.state_dir = state_dir
+        self.env = env
+        self.api = f"http://127.0.0.1:{env['BTCPULSE_API_PORT']}"
+
+    def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "cluster.cli", *args, "--state-dir", str(self.state_dir)]
+        done = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(self.api + path, params=params, timeout=30)
+
+    def settings(self):  # noqa: ANN201 - test helper
+        from cluster.settings import BtcpulseSettings
+
+        old = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return BtcpulseSettings()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+
+    def wait_for(self, what: str, check, timeout: float = 300, every: float = 1.0):  # noqa: ANN001, ANN201
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(every)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    # Short path: Ray puts Unix sockets under a temp dir derived from it.
+    state_dir = Path(tempfile.mkdtemp(prefix="btcp-"))
+    env = dict(os.environ)
+    env.update(TEST_PORTS)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    s = Stack(state_dir, env)
+    try:
+        s.cli("up", timeout=900)
+        yield s
+    finally:
+        try:
+            s.cli("down", timeout=300)
+        finally:
+            logs = state_dir / "pulsar" / "pulsar.log"
+            if logs.exists():
+                ARTIFACTS.mkdir(exist_ok=True)
+                shutil.copy(logs, ARTIFACTS / "pulsar.log")
+            shutil.rmtree(state_dir, ignore_errors=True)
