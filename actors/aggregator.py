@@ -40,7 +40,7 @@ def touched_windows(times: list[float], step_s: int = WINDOW_S) -> list[tuple[fl
     return [(float(s), float(s + step_s)) for s in starts]
 
 
-@ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)
+@ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class AggregatorConsumer:
     def __init__(self, settings: BtcpulseSettings) -> None:
         self._settings = settings
@@ -51,7 +51,11 @@ class AggregatorConsumer:
         self._topics = Topics.from_settings(settings)
         self._client = connect(settings)
         self._consumer = subscribe(
-            self._client, [self._topics.news_scored, self._topics.prices], SUBSCRIPTION, settings, batch_size=1000
+            self._client,
+            [self._topics.news_scored, self._topics.prices],
+            SUBSCRIPTION,
+            settings,
+            batch_size=1000,
         )
         self._out = BatchSender(create_producer(self._client, self._topics.aggregates))
         self._dlq = create_producer(self._client, self._topics.deadletter)

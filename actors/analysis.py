@@ -38,13 +38,15 @@ SUBSCRIPTION = "analysis"
 
 
 class EmbedderLike(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def encode(self, texts: list[str], batch_size: int = ...) -> np.ndarray: ...
 
 
 class SentimentLike(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -55,7 +57,9 @@ class Analysis:
     articles: list[ScoredArticle]
 
 
-def analyze(items: Sequence[NewsItem], embedder: EmbedderLike, sentiment: SentimentLike, batch_size: int) -> Analysis:
+def analyze(
+    items: Sequence[NewsItem], embedder: EmbedderLike, sentiment: SentimentLike, batch_size: int
+) -> Analysis:
     """Run the models over ``items`` (pure: no I/O)."""
     texts = [item.text for item in items]
     vectors = embedder.encode(texts, batch_size=batch_size)
@@ -84,7 +88,7 @@ def payload(article: ScoredArticle) -> dict[str, Any]:
     }
 
 
-@ray.remote(num_cpus=1, max_concurrency=4, **ACTOR_OPTIONS)
+@ray.remote(num_cpus=1, max_concurrency=4, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class AnalysisConsumer:
     """Ray actor around :func:`analyze`; subscribes to news.raw with a shared subscription."""
 
@@ -99,7 +103,9 @@ class AnalysisConsumer:
         self._stop = threading.Event()
         self._embedder = Embedder(settings.embedding_model, device=settings.device)
         if self._embedder.dim != settings.embedding_dim:
-            raise ValueError(f"embedding model has dim {self._embedder.dim}, settings say {settings.embedding_dim}")
+            raise ValueError(
+                f"embedding model has dim {self._embedder.dim}, settings say {settings.embedding_dim}"
+            )
         self._sentiment = LexiconSentiment()
         self._topics = Topics.from_settings(settings)
         self._client = connect(settings)
@@ -142,7 +148,9 @@ class AnalysisConsumer:
         result = analyze(items, self._embedder, self._sentiment, self._settings.batch_max_size)
         # vectors: (n, dim) float32; articles: n ScoredArticle
         ray.get(
-            self._store.upsert.remote([a.id for a in result.articles], result.vectors, [payload(a) for a in result.articles])
+            self._store.upsert.remote(
+                [a.id for a in result.articles], result.vectors, [payload(a) for a in result.articles]
+            )
         )
         for article in result.articles:
             self._scored.send(article, key=article.id)

@@ -36,7 +36,12 @@ ALIGN_MARGIN_S = 3600.0
 
 
 def load_rows(
-    paths: list[Path], *, start: float | None, end: float | None, limit: int | None, settings: BtcpulseSettings
+    paths: list[Path],
+    *,
+    start: float | None,
+    end: float | None,
+    limit: int | None,
+    settings: BtcpulseSettings,
 ) -> tuple[list[ReplayRow], list[ReplayReport]]:
     """Every row of ``paths`` in time order, clipped to ``[start, end)``; at most ``limit``
     news rows (and the prices up to the last of them).
@@ -145,7 +150,7 @@ class ReplayPublisher:
             client.close()
 
 
-@ray.remote(num_cpus=0, max_concurrency=4, **ACTOR_OPTIONS)
+@ray.remote(num_cpus=0, max_concurrency=4, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class ReplaySource:
     """A replay as a supervised actor (``btcpulse up --replay``)."""
 
@@ -160,7 +165,9 @@ class ReplaySource:
         limit: int | None = None,
     ) -> None:
         self._stop = threading.Event()
-        rows, reports = load_rows([Path(p) for p in paths], start=start, end=end, limit=limit, settings=settings)
+        rows, reports = load_rows(
+            [Path(p) for p in paths], start=start, end=end, limit=limit, settings=settings
+        )
         self._progress = ReplayProgress(total=len(rows), reports=[r.summary() for r in reports])
         for path, report in zip(paths, reports, strict=True):
             log.info("replay %s: %s", path, report.summary())
@@ -171,7 +178,14 @@ class ReplaySource:
 
     def progress(self) -> dict[str, Any]:
         p = self._progress
-        return {"total": p.total, "sent": p.sent, "news": p.news, "prices": p.prices, "done": p.done, "reports": p.reports}
+        return {
+            "total": p.total,
+            "sent": p.sent,
+            "news": p.news,
+            "prices": p.prices,
+            "done": p.done,
+            "reports": p.reports,
+        }
 
     def stop(self) -> None:
         self._stop.set()

@@ -19,7 +19,7 @@ from cluster.vectors import SearchFilter, VectorHit, open_vector_store
 NAME = "vector-store"
 
 
-@ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)
+@ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class VectorStoreActor:
     def __init__(self, settings: BtcpulseSettings, dim: int) -> None:
         self._store = open_vector_store(settings, dim)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.records import PriceTick, ScoredArticle, WindowAggregate, format_time
 
@@ -42,6 +43,28 @@ CREATE TABLE IF NOT EXISTS prices (
     volume REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS prices_ts ON prices (ts);
+"""
+
+
+# Bucket b of a query holds [first + b*step, first + (b+1)*step). Literal SQL, named parameters.
+_NEWS_SQL = """
+SELECT CAST((ts - :first) / :step AS INTEGER) AS b, COUNT(*), AVG(sentiment),
+       SUM(label = 'positive'), SUM(label = 'neutral'), SUM(label = 'negative')
+FROM articles WHERE ts >= :first AND ts < :end GROUP BY b
+"""
+# SQLite gives the bare columns of the row holding the MIN() or MAX() only when a query has
+# exactly one of them, hence one query for the open, one for the close, one for the range.
+_OPEN_SQL = """
+SELECT CAST((ts - :first) / :step AS INTEGER) AS b, open, MIN(ts)
+FROM prices WHERE ts >= :first AND ts < :end GROUP BY b
+"""
+_CLOSE_SQL = """
+SELECT CAST((ts - :first) / :step AS INTEGER) AS b, close, MAX(ts)
+FROM prices WHERE ts >= :first AND ts < :end GROUP BY b
+"""
+_RANGE_SQL = """
+SELECT CAST((ts - :first) / :step AS INTEGER) AS b, MAX(high), MIN(low)
+FROM prices WHERE ts >= :first AND ts < :end GROUP BY b
 """
 
 
@@ -86,7 +109,7 @@ class AggregatesStore:
         rows = [(t.id, t.ts_epoch, t.open, t.high, t.low, t.close, t.volume) for t in ticks]
         return self._insert("INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def _insert(self, sql: str, rows: list[tuple[object, ...]]) -> list[float]:
+    def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[float]:
         if not rows:
             return []
         new: list[float] = []
@@ -95,7 +118,7 @@ class AggregatesStore:
             try:
                 for row in rows:
                     if self._db.execute(sql, row).rowcount:
-                        new.append(float(row[1]))  # type: ignore[arg-type]
+                        new.append(float(row[1]))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -111,30 +134,18 @@ class AggregatesStore:
         n = int((end - first + step_s - 1) // step_s)
         if n > MAX_BUCKETS:
             raise ValueError(f"{n} buckets requested; at most {MAX_BUCKETS} (use a larger step)")
-        bucket = f"CAST((ts - {first}) / {step_s} AS INTEGER)"
-        where = "ts >= ? AND ts < ?"
-        bounds = (first, end)
+        params = {"first": first, "step": step_s, "end": end}
         with self._lock:
-            news = self._db.execute(
-                f"SELECT {bucket} b, COUNT(*), AVG(sentiment), SUM(label = 'positive'), SUM(label = 'neutral'),"  # noqa: S608
-                f" SUM(label = 'negative') FROM articles WHERE {where} GROUP BY b",
-                bounds,
-            ).fetchall()
-            # SQLite returns the bare columns of the row that holds the MIN()/MAX().
-            opens = self._db.execute(
-                f"SELECT {bucket} b, open, MIN(ts) FROM prices WHERE {where} GROUP BY b", bounds  # noqa: S608
-            ).fetchall()
-            closes = self._db.execute(
-                f"SELECT {bucket} b, close, MAX(ts), MAX(high), MIN(low) FROM prices WHERE {where} GROUP BY b",  # noqa: S608
-                bounds,
-            ).fetchall()
+            queries = (_NEWS_SQL, _OPEN_SQL, _CLOSE_SQL, _RANGE_SQL)
+            news, opens, closes, ranges = (self._db.execute(sql, params).fetchall() for sql in queries)
         by_news = {r[0]: r for r in news}
         by_open = {r[0]: r[1] for r in opens}
-        by_close = {r[0]: r for r in closes}
+        by_close = {r[0]: r[1] for r in closes}
+        by_range = {r[0]: r for r in ranges}
         out = []
         for i in range(n):
             nr = by_news.get(i)
-            cr = by_close.get(i)
+            rr = by_range.get(i)
             out.append(
                 WindowAggregate(
                     start=format_time(first + i * step_s),
@@ -145,16 +156,18 @@ class AggregatesStore:
                     neutral=int(nr[4]) if nr else 0,
                     negative=int(nr[5]) if nr else 0,
                     open=by_open.get(i),
-                    high=float(cr[3]) if cr else None,
-                    low=float(cr[4]) if cr else None,
-                    close=float(cr[1]) if cr else None,
+                    high=float(rr[1]) if rr else None,
+                    low=float(rr[2]) if rr else None,
+                    close=by_close.get(i),
                 )
             )
         return out
 
     def totals(self) -> Totals:
         with self._lock:
-            a, a_first, a_last = self._db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM articles").fetchone()
+            a, a_first, a_last = self._db.execute(
+                "SELECT COUNT(*), MIN(ts), MAX(ts) FROM articles"
+            ).fetchone()
             p, p_first, p_last = self._db.execute("SELECT COUNT(*), MIN(ts), MAX(ts) FROM prices").fetchone()
         firsts = [t for t in (a_first, p_first) if t is not None]
         lasts = [t for t in (a_last, p_last) if t is not None]

@@ -24,7 +24,9 @@ import typer
 
 from cluster.settings import BtcpulseSettings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Live analytics of Bitcoin news vs the BTC price.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Live analytics of Bitcoin news vs the BTC price."
+)
 
 StateDir = Annotated[
     Path | None, typer.Option("--state-dir", help="where data, logs and pids live (env BTCPULSE_STATE_DIR)")
@@ -178,7 +180,9 @@ def _start_replay(
 
 @app.command()
 def replay(
-    paths: Annotated[list[Path], typer.Argument(help="files: news CSV, r/Bitcoin CSV, JSONL, hourly price CSV")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="files: news CSV, r/Bitcoin CSV, JSONL, hourly price CSV")
+    ],
     speed: Annotated[float, typer.Option(help="0 = as fast as possible; 60 = 60x real time")] = 0.0,
     state_dir: StateDir = None,
     start: Annotated[str | None, typer.Option("--from", help="replay from this time (ISO-8601)")] = None,
@@ -230,9 +234,15 @@ def _stop_actors(settings: BtcpulseSettings) -> None:
 
     _connect_ray(settings)
     serve.shutdown()
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace]
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == settings.ray_namespace
+    ]
     # Sources first, then analysis, then the stores: nothing is left half-written.
-    order = sorted(names, key=lambda n: (0 if n.startswith("replay") else 1 if n.startswith("analysis") else 2, n))
+    order = sorted(
+        names, key=lambda n: (0 if n.startswith("replay") else 1 if n.startswith("analysis") else 2, n)
+    )
     for name in order:
         handle = ray.get_actor(name, namespace=settings.ray_namespace)
         try:
@@ -248,7 +258,7 @@ def _stop_actors(settings: BtcpulseSettings) -> None:
 def status(state_dir: StateDir = None) -> None:
     """Show each part of the stack."""
     settings = _settings(state_dir)
-    from cluster.local.process import http_ok
+    from cluster.local.process import http_ok, rss_mb
     from cluster.local.pulsar import PulsarStandalone
     from cluster.local.ray_head import RayHead
 
@@ -256,7 +266,8 @@ def status(state_dir: StateDir = None) -> None:
     if settings.local_pulsar:
         pid = pulsar.pid()
         state = "ready" if pid and pulsar.ready() else ("starting" if pid else "stopped")
-        _say(f"pulsar     {state}  {settings.pulsar_service_url}" + (f" (pid {pid})" if pid else ""))
+        mem = f" (pid {pid}, {rss_mb(pid) or 0:.0f} MiB)" if pid else ""
+        _say(f"pulsar     {state}  {settings.pulsar_service_url}{mem}")
     else:
         _say(f"pulsar     external {settings.pulsar_service_url}")
     head = RayHead(settings)
@@ -270,14 +281,31 @@ def status(state_dir: StateDir = None) -> None:
 
 def _actor_status(settings: BtcpulseSettings) -> None:
     import ray
+    from ray.util.state import list_actors
+
+    from cluster.local.process import rss_mb
+    from cluster.local.ray_head import RayHead
 
     _connect_ray(settings)
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+    actor_pids = set()
+    for actor in sorted(alive, key=lambda a: a.name or a.class_name):
+        if actor.pid is None:
+            continue
+        actor_pids.add(actor.pid)
+        _say(f"  memory     {actor.name or actor.class_name:<40} {rss_mb(actor.pid) or 0:7.0f} MiB")
+    if settings.ray_address is None:
+        core = [rss_mb(pid) or 0.0 for pid in RayHead(settings).own_pids() - actor_pids]
+        _say(f"  memory     {'ray core (gcs, raylet, dashboard, idle workers)':<40} {sum(core):7.0f} MiB")
     names = sorted(
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == settings.ray_namespace
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == settings.ray_namespace
     )
     for name in names:
         handle = ray.get_actor(name, namespace=settings.ray_namespace)
-        method = handle.progress if name.startswith("replay") else handle.stats
+        method: Any = handle.progress if name.startswith("replay") else handle.stats
+        info: Any
         try:
             info = ray.get(method.remote(), timeout=10)
         except Exception as exc:

@@ -18,7 +18,9 @@ _TRACKING_PARAMS = frozenset(
 )
 _TRACKING_PREFIXES = ("utm_", "ga_", "pk_", "mtm_")
 # A scraper bug seen in real data: "https://site.comhttps://site.com/path".
-_DOUBLED_SCHEME = re.compile(r"^https?://[^/\s]*?(https?://.+)$", re.IGNORECASE)
+# The inner scheme must follow the host directly, so a URL carried in a query or fragment of
+# a path-less link ("https://a.com?next=https://b.org") is not mistaken for one.
+_DOUBLED_SCHEME = re.compile(r"^https?://[a-z0-9.-]*(https?://.+)$", re.IGNORECASE)
 _HOST = re.compile(r"^[a-z0-9.-]+(:\d{1,5})?$")
 
 _NAMESPACE = uuid.UUID("5f0b8a3e-7c1d-4e8a-9b2f-0d6c1e4a7b93")

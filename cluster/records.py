@@ -10,8 +10,10 @@ readable as it is; :func:`parse_time` and :func:`format_time` convert.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import re
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -27,7 +29,9 @@ _WS = re.compile(r"\s+")
 _LITERAL_ESCAPES = re.compile(r"\\x[0-9a-fA-F]{2}|\\[rnt]")
 # C0/C1 controls (but tab and newline), and the Unicode format/surrogate/private-use ranges
 # most abused in titles (bidi overrides, zero-width characters).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff\ue000-\uf8ff]")
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff\ue000-\uf8ff]"
+)
 
 
 def utcnow() -> datetime:
@@ -36,9 +40,16 @@ def utcnow() -> datetime:
 
 def format_time(t: datetime | float) -> str:
     """ISO-8601 UTC with a ``Z`` and whole seconds or milliseconds."""
-    dt = datetime.fromtimestamp(t, UTC) if isinstance(t, int | float) else t.astimezone(UTC)
+    if isinstance(t, int | float):
+        dt = datetime.fromtimestamp(t, UTC)
+    else:  # a time without zone is UTC, as in parse_time
+        dt = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     text = dt.isoformat(timespec="milliseconds" if dt.microsecond else "seconds")
     return text.replace("+00:00", "Z")
+
+
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 def parse_time(text: str) -> datetime:
@@ -85,9 +96,49 @@ class Record:
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        """Build from a decoded message; unknown keys (a newer minor version) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Build from a decoded message, checking every field's type.
+
+        Unknown keys (a newer minor version) are ignored. A value of the wrong type, or a time
+        field that does not parse, raises ``TypeError``/``ValueError``: such a message is a
+        poison message for the consumer that reads it, never a crash further down.
+        """
+        kinds = _field_kinds(cls)  # type: ignore[arg-type]  # classes are hashable
+        kwargs = {}
+        for name, value in data.items():
+            kind = kinds.get(name)
+            if kind is None:
+                continue
+            accepted, optional = kind
+            if value is None:
+                if not optional:
+                    raise TypeError(f"{cls.__name__}.{name} must not be null")
+            elif isinstance(value, bool) and bool not in accepted:
+                raise TypeError(f"{cls.__name__}.{name}: expected {accepted[0].__name__}, got bool")
+            elif not isinstance(value, accepted):
+                raise TypeError(
+                    f"{cls.__name__}.{name}: expected {accepted[0].__name__}, got {type(value).__name__}"
+                )
+            elif name in _TIME_FIELDS:
+                parse_time(str(value))  # ValueError when it is not a time
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+_TIME_FIELDS = frozenset({"published_at", "fetched_at", "analyzed_at", "failed_at", "ts", "start"})
+_ACCEPTED: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,), float: (float, int)}
+
+
+@functools.cache
+def _field_kinds(cls: type[Record]) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """name -> (accepted Python types, may be None) for each field of a record class."""
+    hints = typing.get_type_hints(cls)
+    kinds = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        kinds[f.name] = (_ACCEPTED[args[0] if optional else tp], optional)
+    return kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +177,19 @@ class NewsItem(Record):
         no title, no usable URL/GUID. A missing time, or one further in the future than
         ``max_future_skew_s``, becomes the fetch time with ``time_estimated=True``.
         """
-        fetched = fetched_at or utcnow()
+        fetched = _aware(fetched_at) if fetched_at else utcnow()
+        published_at = _aware(published_at) if published_at else None
         clean_title = clean_text(title, max_title_chars)
         if not clean_title:
             raise ValueError("empty title")
         estimated = published_at is None or (published_at - fetched).total_seconds() > max_future_skew_s
         published = fetched if estimated or published_at is None else published_at
-        canon = canonical_url(url) if url else ""
+        try:
+            canon = canonical_url(url) if url else ""
+        except ValueError:
+            if not (guid and guid.strip()):
+                raise
+            canon = ""  # a feed's GUID still identifies the item; the broken link is dropped
         return cls(
             id=article_id(canonical=canon or None, guid=guid),
             source=clean_text(source, 64) or "unknown",

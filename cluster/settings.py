@@ -35,7 +35,9 @@ class BtcpulseSettings(BaseSettings):
 
     # --- Pulsar ---------------------------------------------------------------------------
     # Set PULSAR_URL to use an external cluster; the CLI then starts no local broker.
-    pulsar_url: str | None = Field(default=None, validation_alias=AliasChoices("PULSAR_URL", "BTCPULSE_PULSAR_URL"))
+    pulsar_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PULSAR_URL", "BTCPULSE_PULSAR_URL")
+    )
     pulsar_admin_url: str | None = Field(
         default=None, validation_alias=AliasChoices("PULSAR_ADMIN_URL", "BTCPULSE_PULSAR_ADMIN_URL")
     )
@@ -48,7 +50,9 @@ class BtcpulseSettings(BaseSettings):
     topic_prefix: str = "persistent://public/default/btcpulse"
 
     # --- Ray / Serve ----------------------------------------------------------------------
-    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "BTCPULSE_RAY_ADDRESS"))
+    ray_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("RAY_ADDRESS", "BTCPULSE_RAY_ADDRESS")
+    )
     ray_port: int = 6379
     ray_dashboard_port: int = 8265
     ray_num_cpus: int | None = None
@@ -59,7 +63,9 @@ class BtcpulseSettings(BaseSettings):
     # --- Qdrant ---------------------------------------------------------------------------
     # Unset: embedded qdrant-edge under state_dir. A URL: a Qdrant server through qdrant-client;
     # ":memory:" uses qdrant-client's in-process mode (tests of the client path).
-    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_URL", "BTCPULSE_QDRANT_URL"))
+    qdrant_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_URL", "BTCPULSE_QDRANT_URL")
+    )
     qdrant_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "BTCPULSE_QDRANT_API_KEY")
     )

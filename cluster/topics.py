@@ -53,7 +53,7 @@ def avro_definition(cls: type[Record]) -> dict[str, Any]:
     return {"type": "record", "name": cls.__name__, "namespace": "btcpulse", "fields": fields}
 
 
-class RecordSchema(Schema):  # type: ignore[misc]
+class RecordSchema(Schema):
     """Pulsar JSON schema for a frozen record dataclass (registered with the broker)."""
 
     def __init__(self, record_cls: type[Record]) -> None:

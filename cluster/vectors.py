@@ -97,7 +97,9 @@ class EdgeVectorStore(VectorStore):
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
         path.mkdir(parents=True, exist_ok=True)
         has_data = any(path.iterdir())
-        self._shard = qe.EdgeShard.load(str(path), config) if has_data else qe.EdgeShard.create(str(path), config)
+        self._shard = (
+            qe.EdgeShard.load(str(path), config) if has_data else qe.EdgeShard.create(str(path), config)
+        )
         existing = set(self._shard.info().payload_schema)
         for name in FLOAT_FIELDS:
             if name not in existing:
@@ -112,7 +114,9 @@ class EdgeVectorStore(VectorStore):
             return None
         must: list[Any] = []
         if flt.start_ts is not None or flt.end_ts is not None:
-            must.append(qe.FieldCondition("published_ts", range=qe.RangeFloat(gte=flt.start_ts, lt=flt.end_ts)))
+            must.append(
+                qe.FieldCondition("published_ts", range=qe.RangeFloat(gte=flt.start_ts, lt=flt.end_ts))
+            )
         if flt.source:
             must.append(qe.FieldCondition("source", match=qe.MatchValue(flt.source)))
         if flt.sentiment_label:
@@ -122,7 +126,8 @@ class EdgeVectorStore(VectorStore):
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         qe = self._qe
         points = [
-            qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
+            qe.Point(pid, vec.tolist(), payload)
+            for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
         ]
         with self._lock:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
@@ -136,7 +141,9 @@ class EdgeVectorStore(VectorStore):
             with_payload=True,
             with_vector=False,
         )
-        return [VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
+        return [
+            VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)
+        ]
 
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         qe = self._qe
@@ -151,7 +158,10 @@ class EdgeVectorStore(VectorStore):
         return [dict(r.payload or {}) for r in records]
 
     def retrieve(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [dict(r.payload or {}) for r in self._shard.retrieve(list(ids), with_payload=True, with_vector=False)]
+        return [
+            dict(r.payload or {})
+            for r in self._shard.retrieve(list(ids), with_payload=True, with_vector=False)
+        ]
 
     def count(self, flt: SearchFilter | None = None) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True, filter=self._filter(flt))))
@@ -180,7 +190,9 @@ class ClientVectorStore(VectorStore):
         self._m = models
         url = settings.qdrant_url or ":memory:"
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        self._client = QdrantClient(location=":memory:") if url == ":memory:" else QdrantClient(url=url, api_key=key)
+        self._client = (
+            QdrantClient(location=":memory:") if url == ":memory:" else QdrantClient(url=url, api_key=key)
+        )
         self._name = settings.qdrant_collection
         if not self._client.collection_exists(self._name):
             self._client.create_collection(
@@ -202,7 +214,9 @@ class ClientVectorStore(VectorStore):
         if flt.source:
             must.append(m.FieldCondition(key="source", match=m.MatchValue(value=flt.source)))
         if flt.sentiment_label:
-            must.append(m.FieldCondition(key="sentiment_label", match=m.MatchValue(value=flt.sentiment_label)))
+            must.append(
+                m.FieldCondition(key="sentiment_label", match=m.MatchValue(value=flt.sentiment_label))
+            )
         return m.Filter(must=must) if must else None
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -235,7 +249,9 @@ class ClientVectorStore(VectorStore):
         return [dict(r.payload or {}) for r in records]
 
     def retrieve(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [dict(r.payload or {}) for r in self._client.retrieve(self._name, ids=list(ids), with_payload=True)]
+        return [
+            dict(r.payload or {}) for r in self._client.retrieve(self._name, ids=list(ids), with_payload=True)
+        ]
 
     def count(self, flt: SearchFilter | None = None) -> int:
         return int(self._client.count(self._name, count_filter=self._filter(flt), exact=True).count)

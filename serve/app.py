@@ -13,7 +13,6 @@ replica's :class:`ReadService`. One replica: Bokeh sessions live in one process.
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -160,9 +159,13 @@ def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettin
 
     from ui.dashboard import create_dashboard
 
+    def session() -> Any:
+        # A plain function: Panel calls it once per browser session.
+        return create_dashboard(reader)
+
     origins = [f"{host}:{settings.api_port}" for host in ("127.0.0.1", "localhost", settings.bind_host)]
     add_applications(
-        {"/dashboard": functools.partial(create_dashboard, reader)},
+        {"/dashboard": session},
         app=app,
         title="btcpulse",
         websocket_origin=sorted(set(origins)),
@@ -177,7 +180,9 @@ def build_application(settings: BtcpulseSettings) -> Any:
         # for an ASGI app).
         return build_api(settings)
 
-    @serve.deployment(name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+    @serve.deployment(
+        name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200
+    )
     @serve.ingress(builder)
     class Ingress:
         """FastAPI + dashboard ingress; the routes live in :func:`build_api`."""

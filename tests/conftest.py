@@ -60,13 +60,15 @@ class Stack:
         cmd = [sys.executable, "-m", "cluster.cli", *args, "--state-dir", str(self.state_dir)]
         done = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def get(self, path: str, **params: object) -> httpx.Response:
         return httpx.get(self.api + path, params=params, timeout=30)
 
-    def settings(self):  # noqa: ANN201 - test helper
+    def settings(self):
         from cluster.settings import BtcpulseSettings
 
         old = dict(os.environ)
@@ -77,7 +79,7 @@ class Stack:
             os.environ.clear()
             os.environ.update(old)
 
-    def wait_for(self, what: str, check, timeout: float = 300, every: float = 1.0):  # noqa: ANN001, ANN201
+    def wait_for(self, what: str, check, timeout: float = 300, every: float = 1.0):
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -108,3 +110,10 @@ def stack() -> Iterator[Stack]:
                 ARTIFACTS.mkdir(exist_ok=True)
                 shutil.copy(logs, ARTIFACTS / "pulsar.log")
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests first, then integration, then browser tests: the browser tests add data to
+    the shared stack, the integration tests count from a clean one."""
+    rank = {"unit": 0, "integration": 1, "browser": 2}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).parent.name, 1))

@@ -89,25 +89,35 @@ class Dashboard:
         self.status = pn.pane.Markdown("Waiting for data…", sizing_mode="stretch_width")
         empty = windows_frame([])
         self.pipe = hv.streams.Pipe(data=empty)
-        opts = {"responsive": True, "height": 210, "show_grid": True, "tools": ["hover"]}
+        # framewise: each pushed frame sets the ranges (the first frame is empty).
+        opts = {"responsive": True, "height": 210, "show_grid": True, "tools": ["hover"], "framewise": True}
         price = hv.DynamicMap(
-            lambda data: hv.Curve(data, "time", ("close", "BTC/USD close")).opts(color="#f7931a", **opts),
+            lambda data: hv.Curve(data, "time", ("close", "BTC/USD close")).opts(
+                color="#f7931a", xaxis=None, **opts
+            ),
             streams=[self.pipe],
         )
+        # Points, not a line: a window without news has no sentiment, and a line would
+        # invent one between its neighbours.
         sentiment = hv.DynamicMap(
-            lambda data: hv.Curve(data, "time", ("sentiment_mean", "mean sentiment")).opts(
-                color="#2a9d8f", ylim=(-1, 1), **opts
+            lambda data: (
+                hv.Scatter(data, "time", ("sentiment_mean", "mean sentiment")).opts(
+                    color="sentiment_mean",
+                    cmap="RdYlGn",
+                    clim=(-1, 1),
+                    size=6,
+                    ylim=(-1, 1),
+                    xaxis=None,
+                    **opts,
+                )
+                * hv.HLine(0).opts(color="#999999", line_width=1)
             ),
             streams=[self.pipe],
         )
         volume = hv.DynamicMap(
-            lambda data: hv.Histogram(
-                (pd.concat([data["time"], data["time"].iloc[-1:] + _bucket(data)]) if len(data) else data["time"],
-                 data["count"]),
-                kdims=["time"], vdims=[("count", "articles")],
-            ).opts(color="#457b9d", line_alpha=0, **opts),
+            lambda data: volume_histogram(data).opts(color="#457b9d", line_alpha=0, **opts),
             streams=[self.pipe],
-        )  # fmt: skip
+        )
         self.plots = pn.pane.HoloViews(
             (price + sentiment + volume).cols(1).opts(shared_axes=True), sizing_mode="stretch_width"
         )
@@ -147,22 +157,29 @@ class Dashboard:
         frame = windows_frame(windows)
         self.pipe.send(frame)
         self.table.value = news_frame(latest)
-        last = datetime.fromtimestamp(totals.last_ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if totals.last_ts else "—"
+        last = (
+            datetime.fromtimestamp(totals.last_ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            if totals.last_ts
+            else "—"
+        )
         self.status.object = (
             f"**{totals.articles:,}** articles · **{totals.prices:,}** price points · "
             f"newest data {last} · {_step_label(step)} buckets"
         )
 
 
-def _bucket(data: pd.DataFrame) -> pd.Timedelta:
-    if len(data) >= 2:
-        return pd.Timedelta(data["time"].iloc[1] - data["time"].iloc[0])
-    return pd.Timedelta(minutes=1)
+def volume_histogram(data: pd.DataFrame) -> hv.Histogram:
+    """Article counts as bars spanning each bucket (edges: every start, plus the last end)."""
+    edges = data["time"]
+    if len(data):
+        width = edges.iloc[1] - edges.iloc[0] if len(data) >= 2 else pd.Timedelta(minutes=1)
+        edges = pd.concat([edges, edges.iloc[-1:] + width])
+    return hv.Histogram((edges, data["count"]), kdims=["time"], vdims=[("count", "articles")])
 
 
-def create_dashboard(reader: Reader) -> pn.viewable.Viewable:
+def create_dashboard(reader: Reader) -> pn.template.FastListTemplate:
     """Build one session's dashboard and start its refresh loop."""
     dash = Dashboard(reader)
     pn.state.onload(lambda: pn.state.execute(dash.refresh))
-    pn.state.add_periodic_callback(dash.refresh, period=REFRESH_MS)
+    pn.state.add_periodic_callback(dash.refresh, period=REFRESH_MS)  # type: ignore[arg-type]  # async is supported
     return dash.layout

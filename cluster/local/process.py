@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,12 +36,28 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MiB, or ``None`` when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def spawn(cmd: list[str], *, log_file: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
     """Start ``cmd`` as a daemon in its own session, output appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid
@@ -64,13 +81,13 @@ def stop_pid(pid: int, *, timeout_s: float = 30.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
-def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, alive: Callable[[], bool] | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], *, timeout_s: float, what: str, alive: Callable[[], bool] | None = None
+) -> None:
     """Poll ``check`` until it is true; fail early when ``alive`` says the process died."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,12 +1,12 @@
 """Apache Pulsar standalone, run from jars that Maven resolves from Maven Central.
 
-    resolve  -> mvn dependency:copy-dependencies on cluster/pulsar/pom.xml, once per version,
-                into <cache_dir>/pulsar-<version>/lib (outside the clone, shared by clones)
-    configure-> <state_dir>/pulsar/standalone.conf: loopback only, data under the state dir,
-                functions worker and stream storage off, quorums of 1, broker deduplication on
-    start    -> java -cp lib/* org.apache.pulsar.PulsarStandaloneStarter, as a daemon
-    ready    -> the admin API lists the cluster and the public/default namespace
-    stop     -> SIGTERM (the broker closes its ledgers), SIGKILL after a grace period
+resolve  -> mvn dependency:copy-dependencies on cluster/pulsar/pom.xml, once per version,
+            into <cache_dir>/pulsar-<version>/lib (outside the clone, shared by clones)
+configure-> <state_dir>/pulsar/standalone.conf: loopback only, data under the state dir,
+            functions worker and stream storage off, quorums of 1, broker deduplication on
+start    -> java -cp lib/* org.apache.pulsar.PulsarStandaloneStarter, as a daemon
+ready    -> the admin API lists the cluster and the public/default namespace
+stop     -> SIGTERM (the broker closes its ledgers), SIGKILL after a grace period
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ class PulsarStandalone:
             return self.lib_dir
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise RuntimeError("Maven ('mvn') is needed once to fetch the Pulsar jars; install it (apt-get install maven)")
+            raise RuntimeError(
+                "Maven ('mvn') is needed once to fetch the Pulsar jars; install it (apt-get install maven)"
+            )
         tmp = self.lib_dir.parent / "lib.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(
@@ -142,7 +144,8 @@ class PulsarStandalone:
         opens = [f"--add-opens={m}=ALL-UNNAMED" for m in _JVM_OPENS]
         return [
             shutil.which("java") or "java",
-            f"-Xms{s.pulsar_heap}", f"-Xmx{s.pulsar_heap}", f"-XX:MaxDirectMemorySize={s.pulsar_direct_memory}",
+            f"-Xms{s.pulsar_heap}", f"-Xmx{s.pulsar_heap}",
+            f"-XX:MaxDirectMemorySize={s.pulsar_direct_memory}",
             "-XX:+UseG1GC", "-Dio.netty.tryReflectionSetAccessible=true",
             "-Dpulsar.allocator.exit_on_oom=true", "-Dzookeeper.admin.enableServer=false",
             f"-Dlog4j.configurationFile={self.home / 'log4j2.yaml'}",
@@ -180,7 +183,12 @@ class PulsarStandalone:
         self.write_config()
         pid = spawn(self.command(), log_file=self.log_file, pid_file=self.pid_file)
         try:
-            wait_until(self.ready, timeout_s=timeout_s, what="pulsar", alive=lambda: read_pid(self.pid_file) is not None)
+            wait_until(
+                self.ready,
+                timeout_s=timeout_s,
+                what="pulsar",
+                alive=lambda: read_pid(self.pid_file) is not None,
+            )
         except (RuntimeError, TimeoutError) as exc:
             tail = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
             stop_pid(pid)

@@ -6,6 +6,7 @@ the processes that name its temp dir, and everything they started.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -52,7 +53,7 @@ class RayHead:
         return self.settings.ray_address or f"127.0.0.1:{self.settings.ray_port}"
 
     def running(self) -> bool:
-        return bool(self._own_pids())
+        return bool(self.own_pids())
 
     def dashboard_ready(self) -> bool:
         return http_ok(f"{self.settings.ray_dashboard_url}/api/version")
@@ -84,7 +85,7 @@ class RayHead:
         if done.returncode != 0:
             raise RuntimeError(f"ray start failed (exit {done.returncode}); see {log}")
 
-    def _own_pids(self) -> set[int]:
+    def own_pids(self) -> set[int]:
         marker = str(self.temp_dir)
         table = _proc_table()
         roots = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
@@ -100,19 +101,17 @@ class RayHead:
         return found
 
     def stop(self, timeout_s: float = 20.0) -> bool:
-        pids = self._own_pids()
+        pids = self.own_pids()
         if not pids:
             return False
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                pids = self._own_pids()
+                pids = self.own_pids()
                 if not pids:
                     return True
                 time.sleep(0.3)
-        return not self._own_pids()
+        return not self.own_pids()

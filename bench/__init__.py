@@ -1,0 +1,1 @@
+"""Throughput benchmarks for btcpulse's models (``make bench`` runs :mod:`bench.run`)."""

@@ -1,0 +1,390 @@
+"""Throughput of the analysis models on real headlines: ``make bench``.
+
+What is measured, side by side in one run, on the same texts (headline + summary of the
+CryptoNews 2021-2022 file, read through :func:`actors.replay.read_file`, so each text is exactly
+what :attr:`cluster.records.NewsItem.text` gives the models):
+
+* ``embedder.encode`` -- :class:`models.embedder.Embedder` alone, at batch sizes 16, 32, 64, 128;
+* ``sentiment.score`` -- :class:`models.sentiment.LexiconSentiment` alone;
+* ``analyze`` -- :func:`actors.analysis.analyze` (embed + sentiment + building the
+  ``ScoredArticle`` records, exactly what the analysis consumer runs per batch) at the batch
+  size that was fastest for the embedder in this run.
+
+Method: each configuration gets one warm-up call (on a slice of the texts) that is not timed;
+then ``--repeats`` timed passes over all the texts. The embedder and sentiment passes are
+interleaved round-robin (the order rotating every repeat), so that a burst of load from other
+processes on a shared machine falls on all of them alike rather than on one. Figures are
+items per second of wall time: the median over the repeats and the min-max range. The machine
+may be shared and noisy; nothing here asserts a timing, the figures are reported as measured,
+with the load average before and after the run.
+
+Results go to ``<out>/<YYYY-MM-DD>.json`` (every repeat, the environment) and
+``<out>/<YYYY-MM-DD>.md`` (the table, also written to stdout); a ``--quick`` run writes
+``<YYYY-MM-DD>-quick.*`` so it never overwrites a full run of the same day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cluster.records import NewsItem
+    from models.embedder import Embedder
+
+# Must be set before the model libraries are imported (they are imported inside main()).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "crypto_news_2021_2022" / "cryptonews.csv"
+DEFAULT_OUT = REPO / "bench" / "results"
+BATCH_SIZES: tuple[int, ...] = (16, 32, 64, 128)
+
+FULL_TEXTS, FULL_REPEATS = 512, 3
+QUICK_TEXTS, QUICK_REPEATS = 256, 1
+WARMUP_TEXTS = 128
+
+
+@dataclass
+class Measurement:
+    """One configuration and its timed repeats."""
+
+    name: str
+    batch: int | None
+    items: int
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.items / s for s in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    def to_dict(self) -> dict[str, Any]:
+        rates = self.rates
+        return {
+            "name": self.name,
+            "batch": self.batch,
+            "items": self.items,
+            "repeats": len(self.seconds),
+            "seconds": [round(s, 4) for s in self.seconds],
+            "cpu_seconds": [round(s, 4) for s in self.cpu_seconds],
+            "items_per_s": [round(r, 2) for r in rates],
+            "items_per_s_median": round(statistics.median(rates), 2),
+            "items_per_s_min": round(min(rates), 2),
+            "items_per_s_max": round(max(rates), 2),
+            "cpu_s_per_1k_median": round(statistics.median(self.cpu_seconds) * 1000 / self.items, 3),
+        }
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"[bench] {msg}\n")
+    sys.stderr.flush()
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    t1, c1 = time.perf_counter(), time.process_time()
+    return t1 - t0, c1 - c0
+
+
+Call = tuple[Measurement, Callable[[], object]]
+
+
+def round_robin(calls: Sequence[Call], warmups: Sequence[Callable[[], object]], repeats: int) -> None:
+    """One untimed warm-up per configuration, then ``repeats`` rounds that time each call once,
+    the order rotated by one every round (no configuration always runs first or last)."""
+    for warm in warmups:
+        warm()
+    for rnd in range(repeats):
+        k = rnd % len(calls)
+        for m, fn in [*calls[k:], *calls[:k]]:
+            wall, cpu = _timed(fn)
+            m.seconds.append(wall)
+            m.cpu_seconds.append(cpu)
+        _log(f"round {rnd + 1}/{repeats}: " + ", ".join(f"{_short(m)}={m.rates[-1]:.1f}/s" for m, _ in calls))
+
+
+def _short(m: Measurement) -> str:
+    return m.name.split(" ")[0].split(".")[0] + (f"@{m.batch}" if m.batch else "")
+
+
+def load_items(path: Path, n: int) -> tuple[list[NewsItem], int]:
+    """``n`` news items spread evenly over the file's time span, and how many it holds."""
+    from actors.replay import ReplayReport, read_file
+    from cluster.records import NewsItem
+
+    rows = [row.record for row in read_file(path, report=ReplayReport())]
+    items = [r for r in rows if isinstance(r, NewsItem)]
+    if len(items) <= n:
+        return items, len(items)
+    return [items[i * len(items) // n] for i in range(n)], len(items)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _command(argv: Sequence[str]) -> str:
+    # make exports MAKELEVEL to the commands it runs; `make bench` passes no arguments.
+    if os.environ.get("MAKELEVEL") and not argv:
+        return "make bench"
+    return " ".join([".venv/bin/python -m bench.run", *argv])
+
+
+def _environment(embedder: Embedder) -> dict[str, Any]:
+    import numpy
+    import sentence_transformers
+    import torch
+    import transformers
+
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "cpus_usable": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": embedder.device,
+        "model": embedder.name,
+        "max_seq_length": embedder.max_seq_length,
+        "git_commit": _git_commit(),
+    }
+
+
+def _text_stats(embedder: Embedder, texts: list[str]) -> dict[str, Any]:
+    stats: dict[str, Any] = {"mean_chars": round(statistics.mean(len(t) for t in texts), 1)}
+    tokenizer = getattr(getattr(embedder, "_model", None), "tokenizer", None)
+    if tokenizer is not None:
+        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        stats["mean_tokens"] = round(statistics.mean(lengths), 1)
+        stats["max_tokens"] = max(lengths)
+        stats["truncated"] = sum(n > embedder.max_seq_length for n in lengths)
+    return stats
+
+
+def _fmt(rate: float) -> str:
+    return f"{rate:,.1f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    env, cfg = result["environment"], result["config"]
+    lines = [
+        f"# btcpulse bench, {result['date']}",
+        "",
+        "| measurement | batch | items/s (median) | range | CPU s / 1k items (median) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for m in result["measurements"]:
+        batch = str(m["batch"]) if m["batch"] is not None else "-"
+        spread = f"{_fmt(m['items_per_s_min'])} - {_fmt(m['items_per_s_max'])}"
+        lines.append(
+            f"| {m['name']} | {batch} | {_fmt(m['items_per_s_median'])} | {spread} "
+            f"| {m['cpu_s_per_1k_median']:.2f} |"
+        )
+    stats = cfg["text_stats"]
+    tokens = (
+        f", mean {stats['mean_tokens']} tokens (max {stats['max_tokens']}, {stats['truncated']} truncated)"
+        if "mean_tokens" in stats
+        else ""
+    )
+    load = result["loadavg"]
+    lines += [
+        "",
+        f"{cfg['texts']} texts (headline + summary, mean {stats['mean_chars']} chars{tokens}) from "
+        f"`{cfg['data']}`; 1 untimed warm-up call per row ({cfg['warmup_texts']} texts), then "
+        f"{cfg['repeats']} timed pass(es) over all texts; median and min - max over the passes. "
+        "Rows 1-5 ran interleaved (phase 1); `analyze` ran at the embedder's fastest batch in "
+        f"phase 1 ({result['best_batch']}), interleaved with the embedder alone at that batch "
+        "(`paired`, phase 2); embed + sentiment predicted from those two parts: "
+        f"{_fmt(result['analyze_predicted_items_per_s'])} items/s. CPU s = this process's CPU time "
+        "(all threads); under load from other processes it stays steadier than items/s.",
+        "",
+        f"{env['cpu_model']}, {env['cpus_usable']} usable CPUs, torch {env['torch']} with "
+        f"{env['torch_threads']} threads, device {env['device']}, model {env['model']} "
+        f"(max_seq_length {env['max_seq_length']}); commit {env['git_commit']}; load average "
+        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after (1 min). Shared machine: "
+        "figures are as measured, not asserted.",
+        "",
+        f"Command: `{result['command']}`"
+        + (" (what `make bench` runs)" if result["command"] == _command([]) != "make bench" else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_TEXTS} texts, {QUICK_REPEATS} repeat")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default bench/results)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the cryptonews.csv file")
+    p.add_argument("--texts", type=int, default=None, help="override the number of texts")
+    p.add_argument("--repeats", type=int, default=None, help="override the number of timed repeats")
+    args = p.parse_args(argv)
+    if args.texts is None:
+        args.texts = QUICK_TEXTS if args.quick else FULL_TEXTS
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else FULL_REPEATS
+    if args.texts < 1 or args.repeats < 1:
+        p.error("--texts and --repeats must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse_args(raw_argv)
+    data: Path = args.data
+    if not data.is_file():
+        sys.stderr.write(
+            f"bench: news data not found at {data}\n"
+            "  expected ../shared/data/crypto_news_2021_2022/cryptonews.csv beside the repository "
+            "(or pass --data PATH)\n"
+        )
+        return 2
+
+    load_before = os.getloadavg()
+    started = datetime.now(UTC)
+
+    from actors.analysis import analyze
+    from models.embedder import Embedder
+    from models.sentiment import LexiconSentiment
+
+    items, available = load_items(data, args.texts)
+    if not items:
+        sys.stderr.write(f"bench: no readable news rows in {data}\n")
+        return 2
+    texts = [item.text for item in items]
+    n = len(texts)
+    if n < args.texts:
+        _log(f"only {n} news rows in the file; using all of them")
+
+    _log("loading models")
+    embedder = Embedder()
+    sentiment = LexiconSentiment()
+    env = _environment(embedder)
+    stats = _text_stats(embedder, texts)
+    warm_texts, warm_items = texts[:WARMUP_TEXTS], items[:WARMUP_TEXTS]
+
+    # Phase 1: each model alone, interleaved.
+    embeds = [Measurement("embedder.encode", b, n) for b in BATCH_SIZES]
+    senti = Measurement("sentiment.score", None, n)
+    phase1: list[Call] = [
+        (m, partial(embedder.encode, texts, batch_size=b)) for m, b in zip(embeds, BATCH_SIZES, strict=True)
+    ]
+    phase1.append((senti, partial(sentiment.score, texts)))
+    _log(f"{n} texts; phase 1: embedder at batch {list(BATCH_SIZES)} and sentiment")
+    round_robin(
+        phase1,
+        [partial(embedder.encode, warm_texts, batch_size=b) for b in BATCH_SIZES]
+        + [partial(sentiment.score, warm_texts)],
+        args.repeats,
+    )
+
+    # Phase 2: the consumer's function at the embedder's best batch size, interleaved with the
+    # embedder alone at that size, so the two are compared under the same load.
+    best = max(embeds, key=lambda m: m.median)
+    best_batch = int(best.batch or 0)
+    paired = Measurement("embedder.encode (paired)", best_batch, n)
+    both = Measurement("analyze (embed + sentiment)", best_batch, n)
+    _log(f"phase 2: analyze vs embedder alone at batch {best_batch}")
+    round_robin(
+        [
+            (paired, partial(embedder.encode, texts, batch_size=best_batch)),
+            (both, partial(analyze, items, embedder, sentiment, best_batch)),
+        ],
+        [partial(analyze, warm_items, embedder, sentiment, best_batch)],
+        args.repeats,
+    )
+
+    predicted = 1.0 / (1.0 / paired.median + 1.0 / senti.median)
+    date = started.date().isoformat()
+    result: dict[str, Any] = {
+        "date": date,
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": _command(raw_argv),
+        "config": {
+            "data": os.path.relpath(data.resolve(), REPO),
+            "rows_in_file": available,
+            "texts": n,
+            "selection": "evenly spaced over the time-sorted news rows",
+            "repeats": args.repeats,
+            "warmup_texts": len(warm_texts),
+            "batch_sizes": list(BATCH_SIZES),
+            "quick": bool(args.quick),
+            "text_stats": stats,
+        },
+        "environment": env,
+        "loadavg": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "best_batch": best_batch,
+        "analyze_predicted_items_per_s": round(predicted, 2),
+        "measurements": [m.to_dict() for m in [*embeds, senti, paired, both]],
+    }
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{date}-quick" if args.quick else date
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    markdown = render_markdown(result)
+    json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(markdown, encoding="utf-8")
+    sys.stdout.write(markdown)
+    sys.stdout.flush()
+    _log(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
