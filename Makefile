@@ -42,7 +42,9 @@ install: system-deps $(VENV_DIR)/.installed
 	@# The project itself is an editable install, re-pointed at this clone on every run.
 	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
-$(VENV_DIR)/.installed: requirements.lock
+# No prerequisites on purpose: the folder's name carries the lock's hash, and a fresh clone's
+# newer file times must not trigger a rebuild of an environment that matches it.
+$(VENV_DIR)/.installed:
 	@# Built in place (a venv records its own path); .installed is written last, so an
 	@# interrupted build is redone from scratch.
 	@mkdir -p "$(CACHE)"

@@ -242,7 +242,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"{cfg['texts']} texts (headline + summary, mean {stats['mean_chars']} chars{tokens}) from "
-        f"`{cfg['data']}`; 1 untimed warm-up call per row ({cfg['warmup_texts']} texts), then "
+        f"`{cfg['data']}`; 1 untimed warm-up call per configuration ({cfg['warmup_texts']} texts), then "
         f"{cfg['repeats']} timed pass(es) over all texts; median and min - max over the passes. "
         "Rows 1-5 ran interleaved (phase 1); `analyze` ran at the embedder's fastest batch in "
         f"phase 1 ({result['best_batch']}), interleaved with the embedder alone at that batch "

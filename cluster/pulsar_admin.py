@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -23,15 +24,22 @@ def _stats_url(settings: BtcpulseSettings, topic: str) -> str:
     return f"{settings.pulsar_http_url}/admin/v2/{scheme}/{quote(rest)}/stats"
 
 
-def subscription_backlog(settings: BtcpulseSettings, topic: str, subscription: str) -> Backlog | None:
-    """The subscription's backlog, or ``None`` when the topic or subscription does not exist yet."""
+def topic_stats(settings: BtcpulseSettings, topic: str) -> dict[str, Any] | None:
+    """The broker's stats of ``topic`` (``msgInCounter``, ``subscriptions``, …), or ``None``."""
     try:
         resp = httpx.get(_stats_url(settings, topic), timeout=5)
     except httpx.HTTPError:
         return None
     if resp.status_code != 200:
         return None
-    sub = resp.json().get("subscriptions", {}).get(subscription)
+    stats: dict[str, Any] = resp.json()
+    return stats
+
+
+def subscription_backlog(settings: BtcpulseSettings, topic: str, subscription: str) -> Backlog | None:
+    """The subscription's backlog, or ``None`` when the topic or subscription does not exist yet."""
+    stats = topic_stats(settings, topic)
+    sub = stats.get("subscriptions", {}).get(subscription) if stats else None
     if sub is None:
         return None
     return Backlog(

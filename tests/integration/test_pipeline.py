@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.pulsar_admin import subscription_backlog
+from cluster.pulsar_admin import subscription_backlog, topic_stats
 from cluster.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -99,12 +99,16 @@ def test_bad_parameters_are_client_errors(stack) -> None:
 
 def test_replaying_the_same_rows_changes_no_count(stack, replayed, news_csv: Path, prices_csv: Path) -> None:
     ids_before = {a["id"] for a in stack.get("/api/news/latest", limit=N_NEWS).json()["results"]}
+    raw_topic = Topics.from_settings(stack.settings()).news_raw.name
+    received_before = topic_stats(stack.settings(), raw_topic)["msgInCounter"]
     before = (stack.get("/healthz").json(), _series_totals(stack))
     done = stack.cli("replay", str(news_csv), str(prices_csv), "--limit", str(N_NEWS))
     assert f"published {N_NEWS} news" in done.stdout
     # The second run publishes under new producer names, so the broker delivers every message
     # again; only the consumers' idempotent writes keep the counts.
     stack.wait_for("the pipeline to drain", lambda: _drained(stack), timeout=600)
+    received = topic_stats(stack.settings(), raw_topic)["msgInCounter"]
+    assert received == received_before + N_NEWS, "the broker did not take the second run"
     after = (stack.get("/healthz").json(), _series_totals(stack))
     assert after[0]["articles"] == before[0]["articles"] == N_NEWS
     assert after[0]["prices"] == before[0]["prices"]
