@@ -13,7 +13,10 @@ VENV         := .venv
 BIN          := $(VENV)/bin
 DATA         ?= ../shared/data
 SPEED        ?= 3600
+# The replay publishes the news before PACE_FROM at once (history to look at), then streams.
+PACE_FROM    ?= 2022-01-01T00:00:00Z
 export PIP_CACHE_DIR := $(CACHE)/pip
+export BTCPULSE_CACHE_DIR ?= $(CACHE)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -25,7 +28,8 @@ REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
 	@if [ -f "$(REPLAY_NEWS)" ]; then \
-	  $(BIN)/btcpulse up --replay "$(REPLAY_NEWS)" --replay "$(REPLAY_PRICES)" --speed $(SPEED); \
+	  $(BIN)/btcpulse up --replay "$(REPLAY_NEWS)" --replay "$(REPLAY_PRICES)" --speed $(SPEED) \
+	    --pace-from $(PACE_FROM); \
 	else \
 	  $(BIN)/btcpulse up; \
 	fi
@@ -72,8 +76,8 @@ unit: install
 	$(BIN)/python -m pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check cluster models actors serve ui tests
-	$(BIN)/ruff format --check cluster models actors serve ui tests
+	$(BIN)/ruff check cluster models actors serve ui tests bench
+	$(BIN)/ruff format --check cluster models actors serve ui tests bench
 	$(BIN)/mypy
 
 bench: install

@@ -145,7 +145,7 @@ class AnalysisConsumer:
 
     def _process(self, batch: list[tuple[pulsar.Message, NewsItem]]) -> None:
         items = [item for _, item in batch]
-        result = analyze(items, self._embedder, self._sentiment, self._settings.batch_max_size)
+        result = analyze(items, self._embedder, self._sentiment, self._settings.embed_batch_size)
         # vectors: (n, dim) float32; articles: n ScoredArticle
         ray.get(
             self._store.upsert.remote(

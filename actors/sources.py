@@ -114,7 +114,10 @@ class ReplayPublisher:
         progress: ReplayProgress,
         stop: threading.Event,
         on_row: Callable[[int], None] | None = None,
+        pace_from: float | None = None,
     ) -> None:
+        """Publish ``rows[checkpoint:]``; rows before ``pace_from`` go out at full speed (the
+        history a dashboard opens on), later ones at ``speed``."""
         topics = Topics.from_settings(self._settings)
         client = connect(self._settings)
         try:
@@ -122,9 +125,12 @@ class ReplayPublisher:
             prices = BatchSender(create_producer(client, topics.prices, name=f"replay-{self._run_id}-prices"))
             resume = self._load_checkpoint()
             progress.sent = resume
-            clock = ReplayClock(speed, rows[resume].ts) if resume < len(rows) else None
+            clock: ReplayClock | None = None
             for ordinal in range(resume, len(rows)):
                 row = rows[ordinal]
+                paced = speed > 0 and (pace_from is None or row.ts >= pace_from)
+                if paced and clock is None:
+                    clock = ReplayClock(speed, row.ts)
                 if clock is not None and not clock.wait_for(row.ts, stop):
                     break
                 if isinstance(row.record, NewsItem):
@@ -138,7 +144,7 @@ class ReplayPublisher:
                     on_row(ordinal + 1)
                 # Waiting for the broker each row would cap speed; checkpoint in chunks, and
                 # also whenever the replay is paced (a slow stream stays fresh on screen).
-                if progress.sent % CHECKPOINT_EVERY == 0 or speed > 0:
+                if progress.sent % CHECKPOINT_EVERY == 0 or paced:
                     news.wait()
                     prices.wait()
                     self._save_checkpoint(progress.sent, False)
@@ -163,6 +169,7 @@ class ReplaySource:
         start: float | None = None,
         end: float | None = None,
         limit: int | None = None,
+        pace_from: float | None = None,
     ) -> None:
         self._stop = threading.Event()
         rows, reports = load_rows(
@@ -173,7 +180,8 @@ class ReplaySource:
             log.info("replay %s: %s", path, report.summary())
         publisher = ReplayPublisher(settings, run_id)
         self._thread = supervised_thread(
-            lambda: publisher.run(rows, speed, self._progress, self._stop), f"replay-{run_id}"
+            lambda: publisher.run(rows, speed, self._progress, self._stop, pace_from=pace_from),
+            f"replay-{run_id}",
         )
 
     def progress(self) -> dict[str, Any]:

@@ -91,6 +91,10 @@ def up(
     start: Annotated[str | None, typer.Option("--from", help="replay from this time (ISO-8601)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="replay up to this time (ISO-8601)")] = None,
     limit: Annotated[int | None, typer.Option(help="replay at most this many news rows")] = None,
+    pace_from: Annotated[
+        str | None,
+        typer.Option("--pace-from", help="rows before this time go out at once, later ones at --speed"),
+    ] = None,
 ) -> None:
     """Start Pulsar, Ray, the consumers, Serve and the sources; print the addresses."""
     if speed < 0:
@@ -107,8 +111,10 @@ def up(
     from cluster.local.ray_head import RayHead
 
     if settings.local_pulsar:
-        _say("pulsar   starting standalone (first run resolves its jars from Maven Central)…")
-        PulsarStandalone(settings).start()
+        pulsar = PulsarStandalone(settings)
+        if not pulsar.jars_resolved():
+            _say(f"pulsar   resolving Pulsar {settings.pulsar_version} jars from Maven Central (once)…")
+        pulsar.start()
     _say(f"pulsar   ready at {settings.pulsar_service_url}  [{time.monotonic() - t0:.0f}s]")
     if settings.ray_address is None:
         RayHead(settings).start(_child_env(settings))
@@ -120,7 +126,7 @@ def up(
     _start_serve(settings)
     _say(f"serve    ready  [{time.monotonic() - t0:.0f}s]")
     if replay:
-        run_id = _start_replay(settings, replay, speed, _ts(start), _ts(end), limit)
+        run_id = _start_replay(settings, replay, speed, _ts(start), _ts(end), limit, _ts(pace_from))
         _say(f"replay   {len(replay)} file(s) at speed {speed:g} (run {run_id}); progress: btcpulse status")
     _say("")
     _say(f"Dashboard      {settings.api_url}/dashboard")
@@ -168,12 +174,13 @@ def _start_replay(
     start: float | None,
     end: float | None,
     limit: int | None,
+    pace_from: float | None,
 ) -> str:
     from actors.sources import ReplaySource
 
     run_id = datetime.now().strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     ReplaySource.options(name=f"replay-{run_id}").remote(  # type: ignore[attr-defined]
-        settings, [str(p.resolve()) for p in paths], speed, run_id, start, end, limit
+        settings, [str(p.resolve()) for p in paths], speed, run_id, start, end, limit, pace_from
     )
     return run_id
 

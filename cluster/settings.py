@@ -76,7 +76,9 @@ class BtcpulseSettings(BaseSettings):
     embedding_model: str = ""
     embedding_dim: int = 384
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    batch_max_size: int = 64
+    batch_max_size: int = 64  # messages per consumer batch
+    # Texts per forward pass; 32 measured best on 2 CPU cores (bench/NOTES.md).
+    embed_batch_size: int = 32
     batch_max_wait_ms: int = 200
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
@@ -87,7 +89,7 @@ class BtcpulseSettings(BaseSettings):
     max_summary_chars: int = 2000
     max_future_skew_s: int = 300
 
-    @field_validator("batch_max_size", "receiver_queue_size", "analysis_actors")
+    @field_validator("batch_max_size", "embed_batch_size", "receiver_queue_size", "analysis_actors")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

@@ -131,7 +131,9 @@ class Dashboard:
             widths={"title": 520},
         )
         self.window.param.watch(lambda _e: pn.state.execute(self.refresh), "value")
-        self.layout = pn.template.FastListTemplate(
+        # Bootstrap rather than Fast: Fast's theme imports a Google font, and the dashboard
+        # must make no request outside the machine that serves it.
+        self.layout = pn.template.BootstrapTemplate(
             title="btcpulse — Bitcoin news vs price",
             header_background="#1d3557",
             main=[
@@ -177,7 +179,7 @@ def volume_histogram(data: pd.DataFrame) -> hv.Histogram:
     return hv.Histogram((edges, data["count"]), kdims=["time"], vdims=[("count", "articles")])
 
 
-def create_dashboard(reader: Reader) -> pn.template.FastListTemplate:
+def create_dashboard(reader: Reader) -> pn.template.BootstrapTemplate:
     """Build one session's dashboard and start its refresh loop."""
     dash = Dashboard(reader)
     pn.state.onload(lambda: pn.state.execute(dash.refresh))

@@ -78,9 +78,16 @@ class PulsarStandalone:
         return self.home / "pulsar.log"
 
     # -- install -------------------------------------------------------------------------
+    @property
+    def _marker(self) -> Path:
+        return self.lib_dir.parent / "resolved.ok"
+
+    def jars_resolved(self) -> bool:
+        return self._marker.exists()
+
     def resolve_jars(self) -> Path:
         """Resolve the broker and its dependencies from Maven Central (once per version)."""
-        marker = self.lib_dir.parent / "resolved.ok"
+        marker = self._marker
         if marker.exists():
             return self.lib_dir
         mvn = shutil.which("mvn")
