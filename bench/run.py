@@ -383,7 +383,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(markdown)
     sys.stdout.flush()
     _log(f"wrote {json_path} and {md_path}")
+    if not args.quick and update_readme(REPO / "README.md", markdown):
+        _log("updated the benchmark table in README.md")
     return 0
+
+
+README_START, README_END = "<!-- bench-table -->", "<!-- /bench-table -->"
+
+
+def update_readme(readme: Path, markdown: str) -> bool:
+    """Put ``markdown`` between the README's bench-table markers (the latest full run)."""
+    if not readme.exists():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1] if README_END in rest else "\n"
+    readme.write_text(f"{head}{README_START}\n{markdown.strip()}\n{README_END}{tail}", encoding="utf-8")
+    return True
 
 
 if __name__ == "__main__":
