@@ -15,6 +15,10 @@ DATA         ?= ../shared/data
 SPEED        ?= 3600
 # The replay publishes the news before PACE_FROM at once (history to look at), then streams.
 PACE_FROM    ?= 2022-01-01T00:00:00Z
+# LIVE=0: no live collectors (a machine without internet); SOURCES=file.toml: your own sources.
+LIVE         ?= 1
+SOURCES      ?=
+UP_FLAGS     := $(if $(filter 0,$(LIVE)),--no-live,--live) $(if $(SOURCES),--sources "$(SOURCES)",)
 export PIP_CACHE_DIR := $(CACHE)/pip
 export BTCPULSE_CACHE_DIR ?= $(CACHE)
 export HF_HUB_OFFLINE := 1
@@ -28,10 +32,10 @@ REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
 	@if [ -f "$(REPLAY_NEWS)" ]; then \
-	  $(BIN)/btcpulse up --replay "$(REPLAY_NEWS)" --replay "$(REPLAY_PRICES)" --speed $(SPEED) \
+	  $(BIN)/btcpulse up $(UP_FLAGS) --replay "$(REPLAY_NEWS)" --replay "$(REPLAY_PRICES)" --speed $(SPEED) \
 	    --pace-from $(PACE_FROM); \
 	else \
-	  $(BIN)/btcpulse up; \
+	  $(BIN)/btcpulse up $(UP_FLAGS); \
 	fi
 
 down:

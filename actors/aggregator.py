@@ -21,7 +21,7 @@ from typing import Any
 import pulsar
 import ray
 
-from actors.common import ACTOR_OPTIONS, BatchSender, dead_letter, supervised_thread
+from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
 from cluster.aggregates import AggregatesStore, Totals
 from cluster.records import PriceTick, ScoredArticle, WindowAggregate
 from cluster.settings import BtcpulseSettings
@@ -59,13 +59,9 @@ class AggregatorConsumer:
         )
         self._out = BatchSender(create_producer(self._client, self._topics.aggregates))
         self._dlq = create_producer(self._client, self._topics.deadletter)
-        self._thread = supervised_thread(self._loop, "aggregator")
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            msgs = self._consumer.batch_receive()
-            if msgs:
-                self._handle(list(msgs))
+        self._thread = supervised_thread(
+            lambda: consume_batches(self._consumer, self._handle, self._stop), "aggregator"
+        )
 
     def _handle(self, msgs: list[pulsar.Message]) -> None:
         articles: list[ScoredArticle] = []

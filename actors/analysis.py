@@ -27,7 +27,7 @@ import numpy as np
 import pulsar
 import ray
 
-from actors.common import ACTOR_OPTIONS, BatchSender, dead_letter, supervised_thread
+from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
 from cluster.records import NewsItem, ScoredArticle
 from cluster.settings import BtcpulseSettings
 from cluster.topics import Topics, connect, create_producer, subscribe
@@ -112,15 +112,11 @@ class AnalysisConsumer:
         self._consumer = subscribe(self._client, self._topics.news_raw, SUBSCRIPTION, settings)
         self._scored = BatchSender(create_producer(self._client, self._topics.news_scored))
         self._dlq = create_producer(self._client, self._topics.deadletter)
-        self._thread = supervised_thread(self._loop, "analysis")
+        self._thread = supervised_thread(
+            lambda: consume_batches(self._consumer, self._handle, self._stop), "analysis"
+        )
 
-    # -- loop ----------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            msgs = self._consumer.batch_receive()
-            if msgs:
-                self._handle(list(msgs))
-
+    # -- batches -------------------------------------------------------------------------
     def _handle(self, msgs: list[pulsar.Message]) -> None:
         good: list[tuple[pulsar.Message, NewsItem]] = []
         for msg in msgs:

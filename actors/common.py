@@ -40,6 +40,17 @@ def supervised_thread(target: Callable[[], None], name: str) -> threading.Thread
     return thread
 
 
+def consume_batches(
+    consumer: pulsar.Consumer, handle: Callable[[list[pulsar.Message]], None], stop: threading.Event
+) -> None:
+    """Receive batches until ``stop`` is set; each non-empty batch goes to ``handle``, which
+    acknowledges what it has durably processed."""
+    while not stop.is_set():
+        msgs = consumer.batch_receive()  # returns after the policy's wait time, even empty
+        if msgs:
+            handle(list(msgs))
+
+
 def dead_letter(producer: pulsar.Producer, msg: pulsar.Message, reason: str, redeliveries: int) -> None:
     """Publish ``msg`` with the reason to the dead-letter topic and wait for the broker."""
     record = DeadLetter(

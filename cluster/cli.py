@@ -95,6 +95,10 @@ def up(
         str | None,
         typer.Option("--pace-from", help="rows before this time go out at once, later ones at --speed"),
     ] = None,
+    sources: Annotated[
+        Path | None, typer.Option("--sources", help="sources file (TOML); default: the built-in news feeds")
+    ] = None,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="run the live collectors")] = True,
 ) -> None:
     """Start Pulsar, Ray, the consumers, Serve and the sources; print the addresses."""
     if speed < 0:
@@ -102,6 +106,7 @@ def up(
     for path in replay or []:
         if not path.is_file():
             raise typer.BadParameter(f"no such file: {path}")
+    source_list = _load_sources(sources) if live else []
     settings = _settings(state_dir)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(_child_env(settings))
@@ -123,6 +128,9 @@ def up(
 
     handles = _start_consumers(settings)
     _say(f"actors   {', '.join(sorted(handles))}  [{time.monotonic() - t0:.0f}s]")
+    if source_list:
+        _start_collectors(settings, source_list)
+        _say(f"sources  {len(source_list)} live source(s): {', '.join(s.name for s in source_list)}")
     _start_serve(settings)
     _say(f"serve    ready  [{time.monotonic() - t0:.0f}s]")
     if replay:
@@ -154,6 +162,45 @@ def _start_consumers(settings: BtcpulseSettings) -> dict[str, Any]:
     # Wait until each has finished __init__ (models loaded, subscriptions open).
     ray.get([h.stats.remote() for h in handles.values()], timeout=600)
     return handles
+
+
+def _load_sources(path: Path | None) -> list[Any]:
+    from cluster.sources import DEFAULT_SOURCES, load_sources
+
+    if path is None:
+        return list(DEFAULT_SOURCES)
+    try:
+        return load_sources(path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sources") from exc
+
+
+def _start_collectors(settings: BtcpulseSettings, sources: list[Any]) -> None:
+    import ray
+
+    from actors.collectors import NEWS_COLLECTOR, NewsCollector
+
+    existing = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == settings.ray_namespace]  # fmt: skip
+    if NEWS_COLLECTOR in existing:  # new sources replace the running set
+        handle = ray.get_actor(NEWS_COLLECTOR, namespace=settings.ray_namespace)
+        ray.get(handle.stop.remote(), timeout=60)
+        ray.kill(handle, no_restart=True)
+        _wait_gone(settings, NEWS_COLLECTOR)
+    collector = NewsCollector.options(name=NEWS_COLLECTOR).remote(settings, sources)  # type: ignore[attr-defined]
+    ray.get(collector.stats.remote(), timeout=120)
+
+
+def _wait_gone(settings: BtcpulseSettings, name: str, timeout_s: float = 30.0) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=settings.ray_namespace)
+        except ValueError:
+            return
+        time.sleep(0.2)
 
 
 def _start_serve(settings: BtcpulseSettings) -> None:

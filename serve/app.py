@@ -4,6 +4,7 @@
     GET /api/search?q=&k=&start=&end=&source=   semantic similarity over stored articles
     GET /api/news/latest?limit=          newest scored articles first
     GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price
+    GET /api/sources                     each live source's health
     GET /docs                            OpenAPI
     /dashboard                           the Panel/HoloViews dashboard (Bokeh sessions)
 
@@ -33,6 +34,8 @@ from serve.schemas import (
     SearchHitPublic,
     SearchResponse,
     SeriesResponse,
+    SourcePublic,
+    SourcesResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,12 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
                 for w in windows
             ],
         )
+
+    @app.get("/api/sources", response_model=SourcesResponse)
+    async def sources() -> SourcesResponse:
+        fields = SourcePublic.model_fields
+        rows = [{k: v for k, v in row.items() if k in fields} for row in await reader.sources()]
+        return SourcesResponse(sources=[SourcePublic(**row) for row in rows])
 
     _mount_dashboard(app, reader, settings)
     return app

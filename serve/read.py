@@ -19,6 +19,7 @@ from cluster.vectors import SearchFilter, VectorHit
 
 VECTOR_STORE = "vector-store"
 AGGREGATOR = "aggregator"
+COLLECTORS = ("news-collector", "price-collector")
 
 
 def epoch(t: datetime | None) -> float | None:
@@ -63,6 +64,17 @@ class ReadService:
     async def totals(self) -> Totals:
         totals: Totals = await self._aggregator.totals.remote()
         return totals
+
+    async def sources(self) -> list[dict[str, Any]]:
+        """Health of every live source, from the collector actors that run (none: [])."""
+        rows: list[dict[str, Any]] = []
+        for name in COLLECTORS:
+            try:
+                handle = ray.get_actor(name, namespace=self.settings.ray_namespace)
+            except ValueError:
+                continue
+            rows.extend(await handle.health.remote())
+        return rows
 
     async def count(self) -> int:
         n: int = await self._store.count.remote()

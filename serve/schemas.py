@@ -47,6 +47,30 @@ class SeriesResponse(BaseModel):
     buckets: list[BucketPublic]
 
 
+class SourcePublic(BaseModel):
+    """One live source's health: counters since its collector started."""
+
+    name: str
+    kind: str
+    enabled: bool
+    fetched: int = Field(0, description="entries seen in the source's responses")
+    new: int = Field(0, description="items published (each once)")
+    duplicates: int = 0
+    rejected: int = 0
+    filtered: int = 0
+    errors: int = Field(0, description="failed polls")
+    last_status: int | str | None = None
+    last_poll_at: str | None = None
+    last_success_at: str | None = None
+    last_error: str | None = None
+    next_poll_at: str | None = None
+    consecutive_failures: int = 0
+
+
+class SourcesResponse(BaseModel):
+    sources: list[SourcePublic]
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok when every part answered, degraded otherwise")
     parts: dict[str, str]

@@ -37,11 +37,16 @@ DEFAULT_WINDOW = "7 days"
 REFRESH_MS = 1000
 SERIES_COLUMNS = ["time", "count", "sentiment_mean", "positive", "neutral", "negative", "close"]
 NEWS_COLUMNS = ["published_at", "source", "sentiment_label", "sentiment", "title", "url"]
+SOURCE_COLUMNS = ["name", "kind", "state", "new", "duplicates", "rejected", "errors", "last_success_at",
+                  "next_poll_at", "last_error"]  # fmt: skip
+# Source health changes on the scale of poll intervals; refresh it every few ticks only.
+SOURCES_EVERY = 5
 
 
 class Reader(Protocol):
     async def series(self, start: float, end: float, step_s: int) -> list[Any]: ...
     async def latest(self, limit: int, flt: Any = None) -> list[dict[str, Any]]: ...
+    async def sources(self) -> list[dict[str, Any]]: ...
     async def totals(self) -> Any: ...
 
 
@@ -70,6 +75,21 @@ def windows_frame(windows: list[Any]) -> pd.DataFrame:
         }
     )
     return frame.astype({"sentiment_mean": "float64", "close": "float64"})
+
+
+def sources_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per live source; ``state`` says at a glance whether it works."""
+
+    def state(row: dict[str, Any]) -> str:
+        if not row.get("enabled", True):
+            return "disabled"
+        if row.get("consecutive_failures"):
+            return "failing"
+        return "ok" if row.get("last_success_at") else "waiting"
+
+    return pd.DataFrame(
+        [{**{c: r.get(c) for c in SOURCE_COLUMNS}, "state": state(r)} for r in rows], columns=SOURCE_COLUMNS
+    )
 
 
 def news_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -130,6 +150,10 @@ class Dashboard:
             formatters={"url": {"type": "link", "target": "_blank", "label": "open"}},
             widths={"title": 520},
         )
+        self.sources = pn.widgets.Tabulator(
+            sources_frame([]), show_index=False, disabled=True, sizing_mode="stretch_width", height=220
+        )
+        self._ticks = 0
         self.window.param.watch(lambda _e: pn.state.execute(self.refresh), "value")
         # Bootstrap rather than Fast: Fast's theme imports a Google font, and the dashboard
         # must make no request outside the machine that serves it.
@@ -141,6 +165,8 @@ class Dashboard:
                 self.plots,
                 pn.pane.Markdown("### Latest scored news"),
                 self.table,
+                pn.pane.Markdown("### Live sources"),
+                self.sources,
             ],
         )
 
@@ -156,6 +182,12 @@ class Dashboard:
             log.warning("dashboard refresh failed: %s", exc)
             self.status.object = f"**Data unavailable** ({type(exc).__name__}); retrying…"
             return
+        if self._ticks % SOURCES_EVERY == 0:
+            try:
+                self.sources.value = sources_frame(await self.reader.sources())
+            except Exception as exc:
+                log.warning("source health unavailable: %s", exc)
+        self._ticks += 1
         frame = windows_frame(windows)
         self.pipe.send(frame)
         self.table.value = news_frame(latest)
