@@ -1,7 +1,8 @@
 """The aggregator: scored news and prices in, time windows out.
 
     news.scored + prices        one shared subscription over both topics, batched
-      -> decode                 per topic; a message that does not decode -> deadletter
+      -> decode                 per topic; a message that does not decode -> deadletter;
+                                prices of another symbol than settings.price_symbol are skipped
       -> AggregatesStore        rows kept once per id (a redelivery changes no count)
       -> aggregates             the 1-minute windows the batch touched, recomputed and published
       -> acknowledge            after the store commit and the broker's confirmations
@@ -71,7 +72,11 @@ class AggregatorConsumer:
             topic = msg.topic_name()
             try:
                 if topic == self._topics.prices.name:
-                    ticks.append(self._topics.prices.decode(msg.data()))
+                    tick = self._topics.prices.decode(msg.data())
+                    if tick.symbol == self._settings.price_symbol:
+                        ticks.append(tick)
+                    else:
+                        self._stats["other_symbols"] += 1
                 else:
                     articles.append(self._topics.news_scored.decode(msg.data()))
                 decoded.append(msg)

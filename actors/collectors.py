@@ -9,12 +9,19 @@
                                     republishes (idempotent downstream), never loses
       -> health                     SourceHealth per source, for GET /api/sources
 
-The pollers own every network and parsing concern (actors/feeds.py); the actor owns threads,
-Pulsar and supervision.
+    PriceCollector
+      exchange WebSocket (Coinbase, then Kraken, then Binance; REST while all are stale)
+      -> PriceStream                ticks, de-duplicated by trade id
+      -> iter_bars                  1-second OHLCV bars (see actors/prices.py for why bars)
+      -> prices                     PriceTick with interval_s 1, keyed by bar id
+
+The pollers and the stream own every network and parsing concern (actors/feeds.py,
+actors/prices.py); the actors own threads, Pulsar and supervision.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -27,6 +34,16 @@ import ray
 
 from actors.common import ACTOR_OPTIONS, BatchSender, supervised_thread
 from actors.feeds import FeedPoller, SeenStore
+from actors.prices import (
+    PriceStream,
+    RestEndpoint,
+    SecondBars,
+    StreamEndpoint,
+    default_endpoints,
+    iter_bars,
+)
+from cluster.price_sources import PriceSources
+from cluster.records import format_time
 from cluster.settings import BtcpulseSettings
 from cluster.sources import SourceConfig
 from cluster.topics import Topics, connect, create_producer
@@ -34,6 +51,7 @@ from cluster.topics import Topics, connect, create_producer
 log = logging.getLogger(__name__)
 
 NEWS_COLLECTOR = "news-collector"
+PRICE_COLLECTOR = "price-collector"
 # Sources polled at once; each poll is one bounded HTTP request.
 POLL_WORKERS = 4
 TICK_S = 1.0
@@ -114,3 +132,94 @@ class NewsCollector:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
         self._store.close()
+
+
+# What to send after connecting, for exchanges the built-in endpoints do not cover.
+_SUBSCRIBE = {
+    "bitstamp": ('{"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}}',),
+    "gemini": ('{"type": "subscribe", "subscriptions": [{"name": "l2", "symbols": ["BTCUSD"]}]}',),
+}
+
+
+def price_endpoints(config: PriceSources) -> tuple[list[StreamEndpoint] | None, list[RestEndpoint] | None]:
+    """The sources file's ``[prices]`` as stream/REST endpoints (``None``: the built-in ones)."""
+    builtin = {e.exchange: e.subscribe for e in default_endpoints()} | _SUBSCRIBE
+    streams = (
+        [
+            StreamEndpoint(
+                s.exchange,
+                s.url,
+                s.subscribe if s.subscribe is not None else builtin.get(s.exchange, ()),
+                frozenset(s.symbols) if s.symbols is not None else None,
+                s.name,
+            )
+            for s in config.streams
+        ]
+        if config.streams is not None
+        else None
+    )
+    rest = (
+        [RestEndpoint(r.exchange, r.url, r.symbol) for r in config.rest] if config.rest is not None else None
+    )
+    return streams, rest
+
+
+@ray.remote(num_cpus=0, max_concurrency=4, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
+class PriceCollector:
+    """The BTC price stream as 1-second bars on the prices topic (default endpoints unless given)."""
+
+    def __init__(
+        self,
+        settings: BtcpulseSettings,
+        endpoints: list[StreamEndpoint] | None = None,
+        rest: list[RestEndpoint] | None = None,
+        stale_after_s: float = 15.0,
+    ) -> None:
+        self._stop = threading.Event()
+        self._bars_sent = 0
+        self._stream = PriceStream(endpoints, rest=rest, stale_after_s=stale_after_s)
+        self._client = connect(settings)
+        self._producer = create_producer(self._client, Topics.from_settings(settings).prices)
+        self._thread = supervised_thread(lambda: asyncio.run(self._main()), "price-collector")
+
+    async def _main(self) -> None:
+        sender = BatchSender(self._producer)
+        async with self._stream as stream:
+            # bars: PriceTick(interval_s=1), one per (exchange, symbol, second)
+            async for bar in iter_bars(stream, SecondBars(), flush_every_s=0.5):
+                sender.send(bar, key=bar.id)
+                # One bar a second at most: confirm each, so a crash loses at most the open one.
+                await asyncio.to_thread(sender.wait)
+                self._bars_sent += 1
+                if self._stop.is_set():
+                    break
+
+    def health(self) -> list[dict[str, Any]]:
+        h = self._stream.health()
+        return [
+            {
+                "name": f"BTC price ({h.connected or 'none'})",
+                "kind": "price-stream",
+                "enabled": True,
+                "fetched": h.messages,
+                "new": self._bars_sent,
+                "duplicates": h.duplicates,
+                "rejected": h.filtered,
+                "errors": h.errors + h.rest_errors,
+                "last_status": h.mode,
+                "last_success_at": format_time(h.last_tick_at) if h.last_tick_at else None,
+                "last_error": h.last_error,
+                "consecutive_failures": 0 if h.mode == "stream" else 1,
+            }
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "bars": self._bars_sent,
+            **{k: v for k, v in self._stream.health().to_dict().items() if k != "last_error"},
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._client.close()

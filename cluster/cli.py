@@ -128,9 +128,9 @@ def up(
 
     handles = _start_consumers(settings)
     _say(f"actors   {', '.join(sorted(handles))}  [{time.monotonic() - t0:.0f}s]")
-    if source_list:
-        _start_collectors(settings, source_list)
-        _say(f"sources  {len(source_list)} live source(s): {', '.join(s.name for s in source_list)}")
+    if live:
+        _start_collectors(settings, source_list, _load_price_sources(sources))
+        _say(f"sources  {len(source_list)} news source(s): {', '.join(s.name for s in source_list)}")
     _start_serve(settings)
     _say(f"serve    ready  [{time.monotonic() - t0:.0f}s]")
     if replay:
@@ -175,20 +175,50 @@ def _load_sources(path: Path | None) -> list[Any]:
         raise typer.BadParameter(str(exc), param_hint="--sources") from exc
 
 
-def _start_collectors(settings: BtcpulseSettings, sources: list[Any]) -> None:
+def _load_price_sources(path: Path | None) -> Any:
+    from cluster.price_sources import PriceSources, load_price_sources
+
+    if path is None:
+        return PriceSources()
+    try:
+        return load_price_sources(path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sources") from exc
+
+
+def _start_collectors(settings: BtcpulseSettings, sources: list[Any], prices: Any) -> None:
+    """(Re)start the collectors: a new sources file replaces the running set."""
     import ray
 
-    from actors.collectors import NEWS_COLLECTOR, NewsCollector
+    from actors.collectors import (
+        NEWS_COLLECTOR,
+        PRICE_COLLECTOR,
+        NewsCollector,
+        PriceCollector,
+        price_endpoints,
+    )
 
-    existing = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == settings.ray_namespace]  # fmt: skip
-    if NEWS_COLLECTOR in existing:  # new sources replace the running set
-        handle = ray.get_actor(NEWS_COLLECTOR, namespace=settings.ray_namespace)
-        ray.get(handle.stop.remote(), timeout=60)
-        ray.kill(handle, no_restart=True)
-        _wait_gone(settings, NEWS_COLLECTOR)
-    collector = NewsCollector.options(name=NEWS_COLLECTOR).remote(settings, sources)  # type: ignore[attr-defined]
-    ray.get(collector.stats.remote(), timeout=120)
+    existing = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == settings.ray_namespace}  # fmt: skip
+    for name in (NEWS_COLLECTOR, PRICE_COLLECTOR):
+        if name in existing:
+            handle = ray.get_actor(name, namespace=settings.ray_namespace)
+            try:
+                ray.get(handle.stop.remote(), timeout=60)
+            finally:
+                ray.kill(handle, no_restart=True)
+            _wait_gone(settings, name)
+    started = []
+    if sources:
+        started.append(NewsCollector.options(name=NEWS_COLLECTOR).remote(settings, sources))  # type: ignore[attr-defined]
+    if prices.enabled:
+        streams, rest = price_endpoints(prices)
+        started.append(
+            PriceCollector.options(name=PRICE_COLLECTOR).remote(  # type: ignore[attr-defined]
+                settings, streams, rest, prices.stale_after_s
+            )
+        )
+    ray.get([h.stats.remote() for h in started], timeout=120)
 
 
 def _wait_gone(settings: BtcpulseSettings, name: str, timeout_s: float = 30.0) -> None:

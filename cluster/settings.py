@@ -84,6 +84,10 @@ class BtcpulseSettings(BaseSettings):
     max_redeliveries: int = 5
     analysis_actors: int = 1
 
+    # The price series the aggregates keep; other pairs on the prices topic (a USDT fallback,
+    # other quotes) are acknowledged and counted, never mixed into it.
+    price_symbol: str = "BTC-USD"
+
     # --- Input limits (text from the internet is untrusted) --------------------------------
     max_title_chars: int = 500
     max_summary_chars: int = 2000

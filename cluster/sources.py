@@ -422,9 +422,12 @@ def sources_from_mapping(data: Mapping[str, Any], origin: str = "<sources>") -> 
     field: an unknown top-level or entry key, a missing ``name``/``url``, a value of the wrong
     type, a duplicate name, a bad or private URL, an unknown kind, an interval out of range.
     """
-    unknown_top = sorted(set(data) - {"source"})
+    # [prices] (the price stream's endpoints) is read by cluster.price_sources.
+    unknown_top = sorted(set(data) - {"source", "prices"})
     if unknown_top:
-        raise ValueError(f"{origin}: unknown top-level key {unknown_top[0]!r} (expected [[source]] tables)")
+        raise ValueError(
+            f"{origin}: unknown top-level key {unknown_top[0]!r} (expected [[source]] tables and [prices])"
+        )
     entries = data.get("source")
     if entries is None:
         raise ValueError(f"{origin}: no [[source]] entries")

@@ -1,11 +1,13 @@
-"""The live news collector on the real stack, against a local HTTP server that serves a real
-CoinDesk RSS capture: items reach the API once each, the health endpoint shows the source,
-and a restarted collector publishes nothing twice.
+"""The live collectors on the real stack, against local servers that replay real recordings:
+a local HTTP server serves a real CoinDesk RSS capture (items reach the API once each, the
+health endpoint shows the source, a restarted collector publishes nothing twice), and a local
+WebSocket server replays a recorded Coinbase session (1-second bars reach the prices topic).
 
 (Runs after test_pipeline.py, which counts from an empty stack.)"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 from collections.abc import Iterator
@@ -43,11 +45,48 @@ def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sources_file(tmp_path_factory: pytest.TempPathFactory, feed_server: str) -> Path:
+def exchange_server() -> Iterator[str]:
+    """Replays what Coinbase sent in a recorded session to each client that subscribes, then
+    keeps the connection open."""
+    from websockets.asyncio.server import serve
+
+    recording = shared_file("feed_and_exchange_fixtures", "exchange_ws", "COINBASE.ws.28.0.txt")
+    frames = [line.split(": ", 1)[1] for line in recording.read_text().splitlines() if line[:1].isdigit()]
+    ready: dict[str, object] = {}
+    started = threading.Event()
+
+    async def session(ws) -> None:
+        await ws.recv()  # the client's subscribe
+        for frame in frames:
+            await ws.send(frame)
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        async with serve(session, "127.0.0.1", 0) as server:
+            ready["port"] = server.sockets[0].getsockname()[1]
+            ready["stop"] = asyncio.get_running_loop().create_future()
+            started.set()
+            await ready["stop"]  # type: ignore[misc]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield f"ws://127.0.0.1:{ready['port']}"
+    loop.call_soon_threadsafe(ready["stop"].set_result, None)  # type: ignore[attr-defined]
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def sources_file(tmp_path_factory: pytest.TempPathFactory, feed_server: str, exchange_server: str) -> Path:
     path = tmp_path_factory.mktemp("conf") / "sources.toml"
     path.write_text(
         "[[source]]\n"
         f'name = "{SOURCE}"\nurl = "{feed_server}"\nkind = "rss"\ninterval_s = 30\nallow_private = true\n'
+        # Only the local exchange, every symbol in its recording, and no REST fallback: the
+        # test must reach nothing beyond this machine.
+        "[prices]\nallow_private = true\nrest = []\n"
+        f'[[prices.stream]]\nexchange = "coinbase"\nurl = "{exchange_server}"\nsymbols = []\n'
     )
     return path
 
@@ -82,3 +121,17 @@ def test_collector_publishes_each_item_once_across_a_restart(stack, sources_file
     assert (again["fetched"], again["duplicates"], again["new"]) == (ITEMS, ITEMS, 0)
     assert topic_stats(stack.settings(), raw)["msgInCounter"] == published
     assert len(stack.get("/api/news/latest", source=SOURCE, limit=100).json()["results"]) == ITEMS
+
+
+def _price_row(stack) -> dict | None:
+    rows = stack.get("/api/sources").json()["sources"]
+    return next((r for r in rows if r["kind"] == "price-stream" and r["new"] > 0), None)
+
+
+def test_price_stream_publishes_one_second_bars(stack, sources_file: Path) -> None:
+    prices = Topics.from_settings(stack.settings()).prices.name
+    before = (topic_stats(stack.settings(), prices) or {}).get("msgInCounter", 0)
+    stack.cli("up", "--sources", str(sources_file))
+    row = stack.wait_for("bars from the local exchange", lambda: _price_row(stack))
+    assert row["last_status"] == "stream" and row["errors"] == 0
+    assert topic_stats(stack.settings(), prices)["msgInCounter"] - before >= row["new"]

@@ -283,7 +283,10 @@ def test_coinbase_nanosecond_time_is_cut_to_microseconds() -> None:
 
 def test_kraken_short_arrays_use_the_subscription_map() -> None:
     channels: dict[int, tuple[str, str]] = {}
-    ack = '{"channelID":42,"channelName":"trade","event":"subscriptionStatus","pair":"XBT/USD","status":"subscribed"}'
+    ack = (
+        '{"channelID":42,"channelName":"trade","event":"subscriptionStatus","pair":"XBT/USD",'
+        '"status":"subscribed"}'
+    )
     assert parse_kraken(ack, channels=channels).ignored
     assert channels == {42: ("trade", "XBT/USD")}
     (tick,) = parse_kraken('[42,[["30000.1","0.25","1641340800.5","b","m",""]]]', channels=channels).ticks
@@ -367,9 +370,16 @@ S = 1_650_000_000  # a whole second
 
 
 def tick(t: float, price: float, volume: float, seq: str, symbol: str = "BTC-USD") -> PriceTick:
-    p = dict(open=price, high=price, low=price, close=price)
     return PriceTick.create(
-        source="coinbase", symbol=symbol, ts=datetime.fromtimestamp(t, UTC), volume=volume, seq=seq, **p
+        source="coinbase",
+        symbol=symbol,
+        ts=datetime.fromtimestamp(t, UTC),
+        open=price,
+        high=price,
+        low=price,
+        close=price,
+        volume=volume,
+        seq=seq,
     )
 
 
