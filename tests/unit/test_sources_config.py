@@ -83,8 +83,24 @@ def test_defaults_and_example_agree() -> None:
         ("NewsBTC", "https://www.newsbtc.com/feed/", 300),
         ("CryptoSlate", "https://cryptoslate.com/feed/", 300),
         ("CryptoPotato", "https://cryptopotato.com/feed/", 300),
+        ("reddit/r/Bitcoin", "https://www.reddit.com/r/Bitcoin/new.json?limit=100", 60),
+        ("CryptoPanic", "https://cryptopanic.com/api/developer/v2/posts/?currencies=BTC&public=true", 300),
+        (
+            "GDELT",
+            "https://api.gdeltproject.org/api/v2/doc/doc?query=bitcoin&mode=artlist&format=json"
+            "&maxrecords=75&sort=datedesc",
+            300,
+        ),
+        (
+            "X",
+            "https://api.x.com/2/tweets/search/recent?query=bitcoin%20-is%3Aretweet%20lang%3Aen"
+            "&max_results=100&tweet.fields=created_at",
+            900,
+        ),
     ]
-    assert all(s.kind == "rss" and s.enabled and not s.allow_private for s in DEFAULT_SOURCES)
+    assert [s.kind for s in DEFAULT_SOURCES[9:]] == ["reddit", "cryptopanic", "gdelt", "x"]
+    assert all(s.kind == "rss" for s in DEFAULT_SOURCES[:9])
+    assert all(s.enabled and not s.allow_private for s in DEFAULT_SOURCES)
     assert sorted(KINDS) == ["cryptopanic", "gdelt", "reddit", "rss", "x"]
 
 
