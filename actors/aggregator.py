@@ -1,6 +1,7 @@
 """The aggregator: scored news and prices in, time windows out.
 
-    news.scored + prices        one shared subscription over both topics, batched
+    news.scored + prices        one shared subscription over the three topics, batched
+    + deadletter                (dead letters are kept for GET /api/deadletters)
       -> decode                 per topic; a message that does not decode -> deadletter;
                                 prices of another symbol than settings.price_symbol are skipped
       -> AggregatesStore        rows kept once per id (a redelivery changes no count)
@@ -24,7 +25,7 @@ import ray
 
 from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
 from cluster.aggregates import AggregatesStore, Totals
-from cluster.records import PriceTick, ScoredArticle, WindowAggregate
+from cluster.records import DeadLetter, PriceTick, ScoredArticle, WindowAggregate
 from cluster.settings import BtcpulseSettings
 from cluster.topics import Topics, connect, create_producer, subscribe
 
@@ -53,7 +54,7 @@ class AggregatorConsumer:
         self._client = connect(settings)
         self._consumer = subscribe(
             self._client,
-            [self._topics.news_scored, self._topics.prices],
+            [self._topics.news_scored, self._topics.prices, self._topics.deadletter],
             SUBSCRIPTION,
             settings,
             batch_size=1000,
@@ -67,11 +68,14 @@ class AggregatorConsumer:
     def _handle(self, msgs: list[pulsar.Message]) -> None:
         articles: list[ScoredArticle] = []
         ticks: list[PriceTick] = []
+        letters: list[DeadLetter] = []
         decoded: list[pulsar.Message] = []
         for msg in msgs:
             topic = msg.topic_name()
             try:
-                if topic == self._topics.prices.name:
+                if topic == self._topics.deadletter.name:
+                    letters.append(self._topics.deadletter.decode(msg.data()))
+                elif topic == self._topics.prices.name:
                     tick = self._topics.prices.decode(msg.data())
                     if tick.symbol == self._settings.price_symbol:
                         ticks.append(tick)
@@ -81,10 +85,15 @@ class AggregatorConsumer:
                     articles.append(self._topics.news_scored.decode(msg.data()))
                 decoded.append(msg)
             except (ValueError, TypeError) as exc:
-                dead_letter(self._dlq, msg, f"undecodable on {topic}: {exc}", msg.redelivery_count())
+                # A broken dead letter is dropped, not dead-lettered again (that would loop).
+                if topic != self._topics.deadletter.name:
+                    dead_letter(self._dlq, msg, f"undecodable on {topic}: {exc}", msg.redelivery_count())
+                else:
+                    log.error("dropped an undecodable dead letter %s: %s", msg.message_id(), exc)
                 self._consumer.acknowledge(msg)
                 self._stats["dead_lettered"] += 1
         new_times = self._store.add_articles(articles) + self._store.add_prices(ticks)
+        self._stats["dead_letters"] += self._store.add_deadletters(letters)
         # windows: the 1-minute buckets these new rows fell in, recomputed from the store
         for start, end in touched_windows(new_times):
             for window in self._store.series(start, end, WINDOW_S):
@@ -100,6 +109,9 @@ class AggregatorConsumer:
     # -- queries (serve layer) -----------------------------------------------------------
     def series(self, start: float, end: float, step_s: int) -> list[WindowAggregate]:
         return self._store.series(start, end, step_s)
+
+    def deadletters(self, limit: int) -> list[DeadLetter]:
+        return self._store.deadletters(limit)
 
     def totals(self) -> Totals:
         return self._store.totals()

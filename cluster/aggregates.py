@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.records import PriceTick, ScoredArticle, WindowAggregate, format_time
+from cluster.records import DeadLetter, PriceTick, ScoredArticle, WindowAggregate, format_time
 
 _STEP = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS prices (
     volume REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS prices_ts ON prices (ts);
+CREATE TABLE IF NOT EXISTS deadletters (
+    message_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    redeliveries INTEGER NOT NULL,
+    failed_at TEXT NOT NULL,
+    PRIMARY KEY (topic, message_id)
+);
 """
 
 
@@ -124,6 +133,24 @@ class AggregatesStore:
                 self._db.execute("ROLLBACK")
                 raise
         return new
+
+    def add_deadletters(self, letters: Iterable[DeadLetter]) -> int:
+        """Keep dead letters (once per original topic and message id); returns how many were new."""
+        rows = [(d.message_id, d.topic, d.reason, d.payload, d.redeliveries, d.failed_at) for d in letters]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO deadletters VALUES (?, ?, ?, ?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+    def deadletters(self, limit: int) -> list[DeadLetter]:
+        """The newest dead letters first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT topic, message_id, reason, payload, redeliveries, failed_at FROM deadletters"
+                " ORDER BY failed_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
 
     def series(self, start: float, end: float, step_s: int) -> list[WindowAggregate]:
         """Windows of ``step_s`` covering ``[start, end)``, every bucket present (empty ones

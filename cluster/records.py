@@ -119,7 +119,12 @@ class Record:
                     f"{cls.__name__}.{name}: expected {accepted[0].__name__}, got {type(value).__name__}"
                 )
             elif name in _TIME_FIELDS:
-                parse_time(str(value))  # ValueError when it is not a time
+                try:
+                    parse_time(str(value))
+                except ValueError:
+                    raise ValueError(
+                        f"{cls.__name__}.{name}: not an ISO-8601 time: {str(value)[:80]!r}"
+                    ) from None
             kwargs[name] = value
         return cls(**kwargs)
 

@@ -5,6 +5,7 @@
     GET /api/news/latest?limit=          newest scored articles first
     GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price
     GET /api/sources                     each live source's health
+    GET /api/deadletters?limit=          messages that could not be processed, with the reason
     GET /docs                            OpenAPI
     /dashboard                           the Panel/HoloViews dashboard (Bokeh sessions)
 
@@ -29,6 +30,8 @@ from serve.read import ReadService, epoch
 from serve.schemas import (
     ArticlePublic,
     BucketPublic,
+    DeadLetterPublic,
+    DeadLettersResponse,
     HealthResponse,
     NewsResponse,
     SearchHitPublic,
@@ -158,6 +161,11 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
         fields = SourcePublic.model_fields
         rows = [{k: v for k, v in row.items() if k in fields} for row in await reader.sources()]
         return SourcesResponse(sources=[SourcePublic(**row) for row in rows])
+
+    @app.get("/api/deadletters", response_model=DeadLettersResponse)
+    async def deadletters(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DeadLettersResponse:
+        letters = await reader.deadletters(limit)
+        return DeadLettersResponse(results=[DeadLetterPublic(**d.to_dict()) for d in letters])
 
     _mount_dashboard(app, reader, settings)
     return app

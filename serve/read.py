@@ -13,7 +13,7 @@ from typing import Any
 import ray
 
 from cluster.aggregates import Totals
-from cluster.records import WindowAggregate
+from cluster.records import DeadLetter, WindowAggregate
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter, VectorHit
 
@@ -60,6 +60,10 @@ class ReadService:
     async def series(self, start: float, end: float, step_s: int) -> list[WindowAggregate]:
         windows: list[WindowAggregate] = await self._aggregator.series.remote(start, end, step_s)
         return windows
+
+    async def deadletters(self, limit: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = await self._aggregator.deadletters.remote(limit)
+        return letters
 
     async def totals(self) -> Totals:
         totals: Totals = await self._aggregator.totals.remote()

@@ -71,6 +71,19 @@ class SourcesResponse(BaseModel):
     sources: list[SourcePublic]
 
 
+class DeadLetterPublic(BaseModel):
+    topic: str
+    message_id: str
+    reason: str
+    payload: str = Field(description="the original message, UTF-8 with replacement, at most 64 KiB")
+    redeliveries: int
+    failed_at: str
+
+
+class DeadLettersResponse(BaseModel):
+    results: list[DeadLetterPublic]
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="ok when every part answered, degraded otherwise")
     parts: dict[str, str]

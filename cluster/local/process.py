@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -97,6 +98,15 @@ def wait_until(
             raise RuntimeError(f"{what}: the process exited while starting")
         time.sleep(0.5)
     raise TimeoutError(f"{what}: not ready after {timeout_s:.0f}s")
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:

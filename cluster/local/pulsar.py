@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from cluster.local.process import read_pid, spawn, stop_pid, wait_until
+from cluster.local.process import port_open, read_pid, spawn, stop_pid, wait_until
 from cluster.settings import BtcpulseSettings
 
 POM = Path(__file__).resolve().parent.parent / "pulsar" / "pom.xml"
@@ -186,6 +186,12 @@ class PulsarStandalone:
         if existing is not None:
             wait_until(self.ready, timeout_s=timeout_s, what="pulsar")
             return existing
+        busy = [p for p in self._ports() if port_open(self.settings.bind_host, p)]
+        if busy:
+            # Another broker (or anything else) there would answer our readiness checks.
+            raise RuntimeError(
+                f"pulsar: port(s) {busy} already in use on {self.settings.bind_host}; stop that first"
+            )
         self.resolve_jars()
         self.write_config()
         pid = spawn(self.command(), log_file=self.log_file, pid_file=self.pid_file)
@@ -201,6 +207,10 @@ class PulsarStandalone:
             stop_pid(pid)
             raise RuntimeError(f"{exc}\n--- {self.log_file} (tail) ---\n{tail}") from exc
         return pid
+
+    def _ports(self) -> list[int]:
+        s = self.settings
+        return [s.pulsar_broker_port, s.pulsar_web_port, s.pulsar_bookie_port]
 
     def stop(self) -> bool:
         pid = self.pid()
