@@ -300,24 +300,26 @@ def _start() -> tuple[ApiServer, threading.Thread]:
     return srv, thread
 
 
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
+@contextlib.contextmanager
+def _serving() -> Iterator[ApiServer]:
     srv, _ = _start()
     try:
         yield srv
     finally:
         srv.httpd.shutdown()
         srv.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    with _serving() as srv:
+        yield srv
 
 
 @pytest.fixture
 def other_server() -> Iterator[ApiServer]:
-    srv, _ = _start()
-    try:
+    with _serving() as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
 
 
 @pytest.fixture
