@@ -61,6 +61,8 @@ $(VENV_DIR)/.installed:
 	"$(VENV_DIR)/bin/python" -m pip install -q --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
 	"$(VENV_DIR)/bin/python" -m pip install -q -r requirements.lock
 	touch "$@"
+	@# Environments of older locks (7 GB each) go once unused for a week.
+	find "$(CACHE)" -maxdepth 1 -name 'venv-*' ! -name venv-lock ! -path "$(VENV_DIR)" -mtime +7 -exec rm -rf {} +
 
 system-deps:
 	@missing=""; \
