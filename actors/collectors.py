@@ -62,24 +62,18 @@ class NewsCollector:
     def __init__(self, settings: BtcpulseSettings, sources: list[SourceConfig]) -> None:
         self._stop = threading.Event()
         self._store = SeenStore(settings.state_dir / "collectors" / "seen.sqlite")
-        self._pollers: list[FeedPoller] = []
-        self._unsupported: list[dict[str, Any]] = []
-        for config in sources:
-            try:
-                poller = FeedPoller(
-                    config,
-                    httpx.Client(trust_env=False),
-                    self._store,
-                    max_title_chars=settings.max_title_chars,
-                    max_summary_chars=settings.max_summary_chars,
-                    max_future_skew_s=settings.max_future_skew_s,
-                )
-            except ValueError as exc:  # a kind without a collector: shown, not retried
-                self._unsupported.append(
-                    {"name": config.name, "kind": config.kind, "enabled": False, "last_error": str(exc)}
-                )
-                continue
-            self._pollers.append(poller)
+        # Every kind a SourceConfig accepts has a poller.
+        self._pollers = [
+            FeedPoller(
+                config,
+                httpx.Client(trust_env=False),
+                self._store,
+                max_title_chars=settings.max_title_chars,
+                max_summary_chars=settings.max_summary_chars,
+                max_future_skew_s=settings.max_future_skew_s,
+            )
+            for config in sources
+        ]
         self._client = connect(settings)
         self._producer = create_producer(self._client, Topics.from_settings(settings).news_raw)
         self._pool = ThreadPoolExecutor(POLL_WORKERS, thread_name_prefix="poll")
@@ -115,7 +109,7 @@ class NewsCollector:
 
     # -- control -------------------------------------------------------------------------
     def health(self) -> list[dict[str, Any]]:
-        return [p.health.to_dict() for p in self._pollers] + list(self._unsupported)
+        return [p.health.to_dict() for p in self._pollers]
 
     def stats(self) -> dict[str, Any]:
         rows = [p.health for p in self._pollers]
