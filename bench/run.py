@@ -4,11 +4,18 @@ What is measured, side by side in one run, on the same texts (headline + summary
 CryptoNews 2021-2022 file, read through :func:`actors.replay.read_file`, so each text is exactly
 what :attr:`cluster.records.NewsItem.text` gives the models):
 
-* ``embedder.encode`` -- :class:`models.embedder.Embedder` alone, at batch sizes 16, 32, 64, 128;
+* ``embedder.encode`` -- :class:`models.embedder.Embedder` alone, for each backend (``torch``,
+  ``onnx`` = ONNX Runtime fp32, ``onnx-int8`` = dynamically quantised int8) at batch sizes 16,
+  32, 64, 128, with each backend's agreement with torch (cosine of its vectors to the torch
+  ones at batch 32 on the same texts: mean and min);
 * ``sentiment.score`` -- :class:`models.sentiment.LexiconSentiment` alone;
-* ``analyze`` -- :func:`actors.analysis.analyze` (embed + sentiment + building the
-  ``ScoredArticle`` records, exactly what the analysis consumer runs per batch) at the batch
-  size that was fastest for the embedder in this run.
+* ``analyze`` -- :func:`actors.analysis.analyze` with a :class:`models.pipeline.Analyzer`
+  (embed + lexicon sentiment + categories + the per-article fields, what the analysis consumer
+  runs per batch) at the batch size that was fastest for the torch embedder in this run (the
+  consumer's default backend).
+
+The Markdown is a list of sections (:class:`Section`: a title, a table, notes); a new kind of
+measurement (pipeline, latency, search) adds a section without touching the others.
 
 Method: each configuration gets one warm-up call (on a slice of the texts) that is not timed;
 then ``--repeats`` timed passes over all the texts. The embedder and sentiment passes are
@@ -53,6 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "crypto_news_2021_2022" / "cryptonews.csv"
 DEFAULT_OUT = REPO / "bench" / "results"
 BATCH_SIZES: tuple[int, ...] = (16, 32, 64, 128)
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+REFERENCE_BATCH = 32  # the torch vectors every backend's accuracy is measured against
 
 FULL_TEXTS, FULL_REPEATS = 512, 3
 QUICK_TEXTS, QUICK_REPEATS = 256, 1
@@ -66,8 +75,12 @@ class Measurement:
     name: str
     batch: int | None
     items: int
+    backend: str | None = None
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
+    #: The last timed call's return value (kept to check accuracy; not written out).
+    output: Any = None
+    cos_to_torch: tuple[float, float] | None = None  # (mean, min) over the texts
 
     @property
     def rates(self) -> list[float]:
@@ -79,8 +92,9 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         rates = self.rates
-        return {
+        out = {
             "name": self.name,
+            "backend": self.backend,
             "batch": self.batch,
             "items": self.items,
             "repeats": len(self.seconds),
@@ -92,6 +106,10 @@ class Measurement:
             "items_per_s_max": round(max(rates), 2),
             "cpu_s_per_1k_median": round(statistics.median(self.cpu_seconds) * 1000 / self.items, 3),
         }
+        if self.cos_to_torch is not None:
+            out["cos_to_torch_mean"] = round(self.cos_to_torch[0], 6)
+            out["cos_to_torch_min"] = round(self.cos_to_torch[1], 6)
+        return out
 
 
 def _log(msg: str) -> None:
@@ -99,12 +117,12 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall and process-CPU seconds of one call."""
+def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """Wall and process-CPU seconds of one call, and what it returned."""
     c0, t0 = time.process_time(), time.perf_counter()
-    fn()
+    result = fn()
     t1, c1 = time.perf_counter(), time.process_time()
-    return t1 - t0, c1 - c0
+    return t1 - t0, c1 - c0, result
 
 
 Call = tuple[Measurement, Callable[[], object]]
@@ -118,14 +136,15 @@ def round_robin(calls: Sequence[Call], warmups: Sequence[Callable[[], object]], 
     for rnd in range(repeats):
         k = rnd % len(calls)
         for m, fn in [*calls[k:], *calls[:k]]:
-            wall, cpu = _timed(fn)
+            wall, cpu, m.output = _timed(fn)
             m.seconds.append(wall)
             m.cpu_seconds.append(cpu)
         _log(f"round {rnd + 1}/{repeats}: " + ", ".join(f"{_short(m)}={m.rates[-1]:.1f}/s" for m, _ in calls))
 
 
 def _short(m: Measurement) -> str:
-    return m.name.split(" ")[0].split(".")[0] + (f"@{m.batch}" if m.batch else "")
+    name = m.backend if m.backend else m.name.split(" ")[0].split(".")[0]
+    return name + (f"@{m.batch}" if m.batch else "")
 
 
 def load_items(path: Path, n: int) -> tuple[list[NewsItem], int]:
@@ -202,9 +221,21 @@ def _environment(embedder: Embedder) -> dict[str, Any]:
     }
 
 
+def _onnx_info(embedder: Embedder) -> dict[str, Any]:
+    import onnxruntime
+
+    path = embedder.onnx_path
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "file": path.name if path else None,
+        "export_folder": path.parent.name if path else None,
+        "intra_op_num_threads": getattr(embedder, "_intra_op_num_threads", None),
+    }
+
+
 def _text_stats(embedder: Embedder, texts: list[str]) -> dict[str, Any]:
     stats: dict[str, Any] = {"mean_chars": round(statistics.mean(len(t) for t in texts), 1)}
-    tokenizer = getattr(getattr(embedder, "_model", None), "tokenizer", None)
+    tokenizer = getattr(embedder, "tokenizer", None)
     if tokenizer is not None:
         lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
         stats["mean_tokens"] = round(statistics.mean(lengths), 1)
@@ -217,21 +248,100 @@ def _fmt(rate: float) -> str:
     return f"{rate:,.1f}"
 
 
+@dataclass
+class Section:
+    """One table of the report: a ``### title``, a header row, data rows and notes under it.
+
+    To report a new kind of measurement (pipeline, latency, search), build another
+    ``Section`` in :func:`report_sections`; the renderer and the README update are unchanged.
+    """
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    align: str = ""  # one char per column: "l" left, "r" right; default: first left, rest right
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> list[str]:
+        align = self.align or "l" + "r" * (len(self.header) - 1)
+        rule = ["---" if a == "l" else "---:" for a in align]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(self.header) + " |",
+            "| " + " | ".join(rule) + " |",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.notes:
+            lines += ["", *self.notes]
+        return lines
+
+
+def _rate_cells(m: dict[str, Any]) -> list[str]:
+    return [
+        _fmt(m["items_per_s_median"]),
+        f"{_fmt(m['items_per_s_min'])} - {_fmt(m['items_per_s_max'])}",
+        f"{m['cpu_s_per_1k_median']:.2f}",
+    ]
+
+
+def report_sections(result: dict[str, Any]) -> list[Section]:
+    """The report's tables, in order (see :class:`Section`)."""
+    cfg = result["config"]
+    measurements = result["measurements"]
+    backends = [m for m in measurements if m["name"] == "embedder.encode"]
+    others = [m for m in measurements if m["name"] != "embedder.encode"]
+    backend_rows = [
+        [
+            str(m.get("backend") or "torch"),
+            str(m["batch"]),
+            *_rate_cells(m),
+            f"{m['cos_to_torch_mean']:.4f} / {m['cos_to_torch_min']:.4f}"
+            if "cos_to_torch_mean" in m
+            else "-",
+        ]
+        for m in backends
+    ]
+    model_rows = [
+        [m["name"], str(m["batch"]) if m["batch"] is not None else "-", *_rate_cells(m)] for m in others
+    ]
+    return [
+        Section(
+            "Embedder backends (embedder.encode)",
+            [
+                "backend",
+                "batch",
+                "items/s (median)",
+                "range",
+                "CPU s / 1k items (median)",
+                "cos to torch (mean / min)",
+            ],
+            backend_rows,
+            align="lrrrrr",
+            notes=[
+                "`onnx`: ONNX Runtime fp32; `onnx-int8`: weights int8 per channel, activations quantised "
+                f"per batch (dynamic). Cosine to the torch vectors ({cfg['accuracy_reference']})."
+            ],
+        ),
+        Section(
+            "Models and the analysis consumer",
+            ["measurement", "batch", "items/s (median)", "range", "CPU s / 1k items (median)"],
+            model_rows,
+            notes=[
+                f"`sentiment.score` ran interleaved with the backends (phase 1); `analyze` ran with the "
+                f"torch embedder at its fastest batch in phase 1 ({result['best_batch']}), interleaved "
+                "with that embedder alone (`paired`, phase 2); embed + sentiment predicted from those "
+                f"two parts: {_fmt(result['analyze_predicted_items_per_s'])} items/s (no categories in it)."
+            ],
+        ),
+    ]
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     env, cfg = result["environment"], result["config"]
-    lines = [
-        f"# btcpulse bench, {result['date']}",
-        "",
-        "| measurement | batch | items/s (median) | range | CPU s / 1k items (median) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for m in result["measurements"]:
-        batch = str(m["batch"]) if m["batch"] is not None else "-"
-        spread = f"{_fmt(m['items_per_s_min'])} - {_fmt(m['items_per_s_max'])}"
-        lines.append(
-            f"| {m['name']} | {batch} | {_fmt(m['items_per_s_median'])} | {spread} "
-            f"| {m['cpu_s_per_1k_median']:.2f} |"
-        )
+    lines = [f"# btcpulse bench, {result['date']}", ""]
+    for section in report_sections(result):
+        lines += [*section.render(), ""]
     stats = cfg["text_stats"]
     tokens = (
         f", mean {stats['mean_tokens']} tokens (max {stats['max_tokens']}, {stats['truncated']} truncated)"
@@ -239,19 +349,22 @@ def render_markdown(result: dict[str, Any]) -> str:
         else ""
     )
     load = result["loadavg"]
+    onnx = env.get("onnx") or {}
+    ort: dict[str, Any] = next(iter(onnx.values()), {})
+    ort_text = (
+        f", onnxruntime {ort['onnxruntime']} with {ort['intra_op_num_threads']} intra-op threads"
+        if ort
+        else ""
+    )
     lines += [
-        "",
         f"{cfg['texts']} texts (headline + summary, mean {stats['mean_chars']} chars{tokens}) from "
         f"`{cfg['data']}`; 1 untimed warm-up call per configuration ({cfg['warmup_texts']} texts), then "
-        f"{cfg['repeats']} timed pass(es) over all texts; median and min - max over the passes. "
-        "Rows 1-5 ran interleaved (phase 1); `analyze` ran at the embedder's fastest batch in "
-        f"phase 1 ({result['best_batch']}), interleaved with the embedder alone at that batch "
-        "(`paired`, phase 2); embed + sentiment predicted from those two parts: "
-        f"{_fmt(result['analyze_predicted_items_per_s'])} items/s. CPU s = this process's CPU time "
-        "(all threads); under load from other processes it stays steadier than items/s.",
+        f"{cfg['repeats']} timed pass(es) over all texts, configurations interleaved round-robin; median "
+        "and min - max over the passes. CPU s = this process's CPU time (all threads); under load from "
+        "other processes it stays steadier than items/s.",
         "",
         f"{env['cpu_model']}, {env['cpus_usable']} usable CPUs, torch {env['torch']} with "
-        f"{env['torch_threads']} threads, device {env['device']}, model {env['model']} "
+        f"{env['torch_threads']} threads{ort_text}, device {env['device']}, model {env['model']} "
         f"(max_seq_length {env['max_seq_length']}); commit {env['git_commit']}; load average "
         f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after (1 min). Shared machine: "
         "figures are as measured, not asserted.",
@@ -269,6 +382,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the cryptonews.csv file")
     p.add_argument("--texts", type=int, default=None, help="override the number of texts")
     p.add_argument("--repeats", type=int, default=None, help="override the number of timed repeats")
+    p.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"embedder backends, comma-separated (default {','.join(BACKENDS)}; torch always runs)",
+    )
     args = p.parse_args(argv)
     if args.texts is None:
         args.texts = QUICK_TEXTS if args.quick else FULL_TEXTS
@@ -276,6 +394,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats = QUICK_REPEATS if args.quick else FULL_REPEATS
     if args.texts < 1 or args.repeats < 1:
         p.error("--texts and --repeats must be >= 1")
+    chosen = [b.strip() for b in str(args.backends).split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown:
+        p.error(f"--backends: unknown {unknown}; expected some of {','.join(BACKENDS)}")
+    args.backends = tuple(["torch", *[b for b in BACKENDS if b in chosen and b != "torch"]])
     return args
 
 
@@ -294,8 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = datetime.now(UTC)
 
+    import numpy as np
+
     from actors.analysis import analyze
     from models.embedder import Embedder
+    from models.pipeline import Analyzer
     from models.sentiment import LexiconSentiment
 
     items, available = load_items(data, args.texts)
@@ -307,41 +433,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if n < args.texts:
         _log(f"only {n} news rows in the file; using all of them")
 
-    _log("loading models")
-    embedder = Embedder()
+    _log("loading models (the first ONNX use exports and quantises the model, ~10-30 s)")
+    embedders = {b: Embedder(backend=b) for b in args.backends}
+    embedder = embedders["torch"]
     sentiment = LexiconSentiment()
     env = _environment(embedder)
+    env["onnx"] = {b: _onnx_info(e) for b, e in embedders.items() if b != "torch"}
     stats = _text_stats(embedder, texts)
     warm_texts, warm_items = texts[:WARMUP_TEXTS], items[:WARMUP_TEXTS]
 
-    # Phase 1: each model alone, interleaved.
-    embeds = [Measurement("embedder.encode", b, n) for b in BATCH_SIZES]
+    # Phase 1: each model alone, every backend x batch size, interleaved.
+    embeds = [
+        Measurement("embedder.encode", b, n, backend=backend)
+        for backend in args.backends
+        for b in BATCH_SIZES
+    ]
     senti = Measurement("sentiment.score", None, n)
     phase1: list[Call] = [
-        (m, partial(embedder.encode, texts, batch_size=b)) for m, b in zip(embeds, BATCH_SIZES, strict=True)
+        (m, partial(embedders[str(m.backend)].encode, texts, batch_size=int(m.batch or 0))) for m in embeds
     ]
     phase1.append((senti, partial(sentiment.score, texts)))
-    _log(f"{n} texts; phase 1: embedder at batch {list(BATCH_SIZES)} and sentiment")
+    _log(f"{n} texts; phase 1: embedder {list(args.backends)} x batch {list(BATCH_SIZES)}, and sentiment")
     round_robin(
         phase1,
-        [partial(embedder.encode, warm_texts, batch_size=b) for b in BATCH_SIZES]
+        [partial(embedders[str(m.backend)].encode, warm_texts, batch_size=int(m.batch or 0)) for m in embeds]
         + [partial(sentiment.score, warm_texts)],
         args.repeats,
     )
+    reference = next(m.output for m in embeds if m.backend == "torch" and m.batch == REFERENCE_BATCH)
+    for m in embeds:
+        cos = np.sum(np.asarray(m.output) * reference, axis=1)  # rows are unit-norm
+        m.cos_to_torch = (float(cos.mean()), float(cos.min()))
 
     # Phase 2: the consumer's function at the embedder's best batch size, interleaved with the
     # embedder alone at that size, so the two are compared under the same load.
-    best = max(embeds, key=lambda m: m.median)
+    # The consumer's Analyzer is built with the lexicon sentiment, the one measured in phase 1,
+    # so that the prediction from the parts below compares like with like.
+    best = max((m for m in embeds if m.backend == "torch"), key=lambda m: m.median)
     best_batch = int(best.batch or 0)
+    analyzer = Analyzer(
+        device=embedder.device, backend="torch", sentiment_model="lexicon", batch_size=best_batch
+    )
     paired = Measurement("embedder.encode (paired)", best_batch, n)
-    both = Measurement("analyze (embed + sentiment)", best_batch, n)
+    both = Measurement("analyze (embed + sentiment + categories)", best_batch, n)
     _log(f"phase 2: analyze vs embedder alone at batch {best_batch}")
     round_robin(
         [
-            (paired, partial(embedder.encode, texts, batch_size=best_batch)),
-            (both, partial(analyze, items, embedder, sentiment, best_batch)),
+            (paired, partial(analyzer.embedder.encode, texts, batch_size=best_batch)),
+            (both, partial(analyze, items, analyzer)),
         ],
-        [partial(analyze, warm_items, embedder, sentiment, best_batch)],
+        [partial(analyze, warm_items, analyzer)],
         args.repeats,
     )
 
@@ -360,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": args.repeats,
             "warmup_texts": len(warm_texts),
             "batch_sizes": list(BATCH_SIZES),
+            "backends": list(args.backends),
+            "accuracy_reference": f"torch backend at batch {REFERENCE_BATCH}, same texts",
             "quick": bool(args.quick),
             "text_stats": stats,
         },
