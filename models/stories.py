@@ -43,7 +43,9 @@ class StoryTracker:
         threshold: Cosine similarity in (0, 1] at or above which an article joins the story of
             its most similar held article.
         window_s: Maximum publication-time distance, seconds, between an article and the one
-            it joins; also how long articles are held (relative to the latest time seen).
+            it joins, and between it and the story's first article (so a series of similar
+            daily reports does not chain into one story spanning weeks); also how long
+            articles are held (relative to the latest time seen).
         max_items: Most articles held for comparison, and most evicted ids remembered.
 
     Not thread-safe: give each consumer its own tracker, or serialise calls.
@@ -70,6 +72,8 @@ class StoryTracker:
         self._dim: int | None = None
         self._vec = np.zeros((0, 0), dtype=np.float32)  # (capacity, dim); rows [:_n] are live
         self._ts = np.zeros(0, dtype=np.float64)
+        self._sts = np.zeros(0, dtype=np.float64)  # per held row: its story's first time
+        self._story_start: dict[str, float] = {}  # story id -> its first article's time
         self._ids: list[str] = []
         self._stories: list[str] = []
         self._n = 0
@@ -128,9 +132,9 @@ class StoryTracker:
             held_ts = self._ts[:held]
             # Usual case (articles arrive near the newest time): every held article is in the
             # window, so the best match is a plain row argmax, vectorised over the call.
-            all_in_window = (times - self.window_s <= held_ts.min()) & (
-                held_ts.max() <= times + self.window_s
-            )
+            held_sts = self._sts[:held]
+            lo, hi = min(held_ts.min(), held_sts.min()), max(held_ts.max(), held_sts.max())
+            all_in_window = (times - self.window_s <= lo) & (hi <= times + self.window_s)
             best_k = np.argmax(sims_held, axis=1)
             best_v = sims_held[np.arange(n), best_k].astype(np.float64)
         sims_batch = vecs @ vecs.T  # (n, n): for joins within the call
@@ -146,14 +150,17 @@ class StoryTracker:
             if held and all_in_window[i]:
                 best_sim, best_story = float(best_v[i]), self._stories[int(best_k[i])]
             elif held:
-                ok = np.abs(self._ts[:held] - t) <= self.window_s
+                ok = (np.abs(self._ts[:held] - t) <= self.window_s) & (
+                    np.abs(self._sts[:held] - t) <= self.window_s
+                )
                 if ok.any():
                     masked = np.where(ok, sims_held[i], -np.inf)
                     k = int(np.argmax(masked))
                     best_sim, best_story = float(masked[k]), self._stories[k]
             if added:
                 idx = np.asarray(added)
-                ok_b = np.abs(times[idx] - t) <= self.window_s
+                starts = np.asarray([self._story_start[out[j]] for j in added])
+                ok_b = (np.abs(times[idx] - t) <= self.window_s) & (np.abs(starts - t) <= self.window_s)
                 if ok_b.any():
                     cand = np.where(ok_b, sims_batch[idx, i], -np.inf)
                     k = int(np.argmax(cand))
@@ -223,8 +230,14 @@ class StoryTracker:
             ts_grown = np.zeros(cap, dtype=np.float64)
             ts_grown[: self._n] = self._ts[: self._n]
             self._ts = ts_grown
+            sts_grown = np.zeros(cap, dtype=np.float64)
+            sts_grown[: self._n] = self._sts[: self._n]
+            self._sts = sts_grown
+        start = min(self._story_start.get(story, t), t)
+        self._story_start[story] = start
         self._vec[self._n] = vec
         self._ts[self._n] = t
+        self._sts[self._n] = start
         self._ids.append(aid)
         self._stories.append(story)
         self._n += 1
@@ -251,6 +264,7 @@ class StoryTracker:
             del members[aid]
             if not members:
                 del self._members[story]
+                self._story_start.pop(story, None)
             self._evicted[aid] = story
             self._evicted.move_to_end(aid)
         while len(self._evicted) > self.max_items:
@@ -259,6 +273,7 @@ class StoryTracker:
         m = idx.size
         self._vec[:m] = self._vec[idx]
         self._ts[:m] = self._ts[idx]
+        self._sts[:m] = self._sts[idx]
         self._ids = [self._ids[k] for k in idx]
         self._stories = [self._stories[k] for k in idx]
         self._n = m

@@ -132,15 +132,17 @@ def test_eviction_bounds_memory() -> None:
     assert tr2.story_of("a0") == "a0"  # evicted, remembered
 
 
-def test_evicted_member_leaves_timeline_but_story_continues() -> None:
+def test_evicted_member_leaves_timeline_and_story_does_not_outlive_window() -> None:
     rng = np.random.default_rng(6)
     v = unit(rng, 1)[0]
     tr = StoryTracker(window_s=10 * H)
     tr.assign(["a"], v[None], [0.0])
     tr.assign(["b"], near(v, rng)[None], [8 * H])
-    tr.assign(["c"], near(v, rng)[None], [16 * H])  # joins via "b"; "a" falls out of the window
-    assert tr.story_of("c") == "a"
-    assert tr.timeline("a") == [(8 * H, "b"), (16 * H, "c")]
+    # near "b" (8 h before) but 16 h after the story began: a new story; "a" leaves the window
+    tr.assign(["c"], near(v, rng)[None], [16 * H])
+    assert tr.story_of("b") == "a"
+    assert tr.story_of("c") == "c"
+    assert tr.timeline("a") == [(8 * H, "b")]
 
 
 def test_load_restores_equivalent_state() -> None:
@@ -270,3 +272,24 @@ def test_same_story_from_two_sources_shares_a_story_id() -> None:
     # The story keeps its timeline: both articles, the first (whose id names the story) first.
     assert {aid for _, aid in same[2]} == {"row6449", "row6460"} and same[2][0][1] == same[0]
     assert different[0] != different[1]
+
+
+def test_a_story_spans_at_most_the_window_from_its_first_article() -> None:
+    # Daily near-identical reports: each is within the window of the previous one, but the
+    # third is two windows after the first, so it starts a new story instead of chaining.
+    tracker = StoryTracker(threshold=0.9, window_s=36 * 3600)
+    v = np.zeros((1, 4), dtype=np.float32)
+    v[0, 0] = 1.0
+    day = 24 * 3600.0
+    got = [tracker.assign([f"r{i}"], v, [i * day])[0] for i in range(4)]
+    assert got == ["r0", "r0", "r2", "r2"]
+    # the same in one call
+    batch = StoryTracker(threshold=0.9, window_s=36 * 3600)
+    assert batch.assign(
+        [f"r{i}" for i in range(4)], np.repeat(v, 4, axis=0), [i * day for i in range(4)]
+    ) == [
+        "r0",
+        "r0",
+        "r2",
+        "r2",
+    ]
