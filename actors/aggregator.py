@@ -5,8 +5,15 @@
       -> decode                 per topic; a message that does not decode -> deadletter;
                                 prices of another symbol than settings.price_symbol are skipped
       -> AggregatesStore        rows kept once per id (a redelivery changes no count)
+      -> BurstDetector          the new articles only; events that opened, peaked or closed
+      -> events                 each such event (same id each time), stored, and POSTed to the
+                                webhook when one is configured
       -> aggregates             the 1-minute windows the batch touched, recomputed and published
       -> acknowledge            after the store commit and the broker's confirmations
+
+Burst detection runs on event time (the articles' publication times, the newest seen is
+"now"), so a replay of 2022 finds 2022's events. Its state is memory; on a restart it is
+rebuilt from the stored articles of the last baseline period.
 
 It alone owns the aggregates store; the serve layer queries windows of any step through
 :meth:`AggregatorConsumer.series`.
@@ -24,8 +31,17 @@ import pulsar
 import ray
 
 from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
+from actors.webhook import WebhookSender
 from cluster.aggregates import AggregatesStore, Totals
-from cluster.records import DeadLetter, PriceTick, ScoredArticle, WindowAggregate
+from cluster.records import (
+    DeadLetter,
+    NewsEvent,
+    PriceTick,
+    ScoredArticle,
+    WindowAggregate,
+    format_time,
+    to_ts,
+)
 from cluster.settings import BtcpulseSettings
 from cluster.topics import Topics, connect, create_producer, subscribe
 
@@ -40,6 +56,54 @@ def touched_windows(times: list[float], step_s: int = WINDOW_S) -> list[tuple[fl
     """The distinct ``[start, end)`` windows of ``step_s`` that hold any of ``times``."""
     starts = sorted({int(t // step_s) * step_s for t in times})
     return [(float(s), float(s + step_s)) for s in starts]
+
+
+def event_record(event: Any) -> NewsEvent:
+    """A :class:`models.bursts.Event` (epoch seconds) as the events topic's record."""
+    return NewsEvent(
+        id=event.id,
+        kind=event.kind,
+        key=event.key,
+        label=event.label,
+        keywords=list(event.keywords),
+        start=format_time(event.start),
+        peak=format_time(event.peak),
+        end=format_time(event.end) if event.end is not None else None,
+        peak_value=float(event.peak_value),
+        baseline=float(event.baseline),
+        score=float(event.score),
+        examples=list(event.examples),
+    )
+
+
+def distinct_events(events: list[NewsEvent]) -> list[NewsEvent]:
+    """:func:`models.bursts.dedupe_events` over stored events, strongest first."""
+    from models.bursts import Event, dedupe_events
+
+    by_id = {e.id: e for e in events}
+    plain = [
+        Event(
+            id=e.id,
+            kind=e.kind,
+            key=e.key,
+            label=e.label,
+            keywords=e.keywords,
+            start=to_ts(e.start),
+            peak=to_ts(e.peak),
+            end=to_ts(e.end) if e.end else None,
+            peak_value=e.peak_value,
+            baseline=e.baseline,
+            score=e.score,
+            examples=e.examples,
+        )
+        for e in events
+    ]
+    return [by_id[e.id] for e in dedupe_events(plain)]
+
+
+def topic_keywords(label: str) -> list[str]:
+    """The keywords a topic label was made of (labels join them with ", ")."""
+    return [w.strip() for w in label.split(",") if w.strip()]
 
 
 @ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
@@ -60,10 +124,50 @@ class AggregatorConsumer:
             batch_size=1000,
         )
         self._out = BatchSender(create_producer(self._client, self._topics.aggregates))
+        self._events_out = BatchSender(create_producer(self._client, self._topics.events))
         self._dlq = create_producer(self._client, self._topics.deadletter)
+        self._webhook = WebhookSender(settings.event_webhook_url) if settings.event_webhook_url else None
+        self._bursts = self._new_detector()
+        self._now = 0.0  # event time: the newest publication time seen
+        self._rebuild_bursts()
         self._thread = supervised_thread(
             lambda: consume_batches(self._consumer, self._handle, self._stop), "aggregator"
         )
+
+    def _new_detector(self) -> Any:
+        from models.bursts import BurstDetector
+
+        return BurstDetector(
+            step_s=self._settings.burst_step_s,
+            baseline_windows=self._settings.burst_baseline_windows,
+            min_count=self._settings.burst_min_count,
+        )
+
+    def _rebuild_bursts(self) -> None:
+        last = self._store.totals().last_ts
+        if last is None:
+            return
+        span = (self._settings.burst_baseline_windows + 2) * self._settings.burst_step_s
+        for ts, article_id, topic_id, topic_label, title, sentiment in self._store.articles_since(
+            last - span
+        ):
+            self._observe(ts, article_id, topic_id, topic_label, title, sentiment)
+        self._bursts.advance(self._now)  # events found again are already stored
+
+    def _observe(
+        self, ts: float, article_id: str, topic_id: int, topic_label: str, title: str, sentiment: float
+    ) -> None:
+        from models.bursts import keywords_of
+
+        self._bursts.observe(
+            ts, article_id, topic_id, topic_label, topic_keywords(topic_label), keywords_of(title), sentiment
+        )
+        self._now = max(self._now, ts)
+
+    def _detect(self, new: list[ScoredArticle]) -> list[NewsEvent]:
+        for a in new:
+            self._observe(a.published_ts, a.id, a.topic_id, a.topic_label, a.title, a.sentiment)
+        return [event_record(e) for e in self._bursts.advance(self._now)] if new else []
 
     def _handle(self, msgs: list[pulsar.Message]) -> None:
         articles: list[ScoredArticle] = []
@@ -92,13 +196,23 @@ class AggregatorConsumer:
                     log.error("dropped an undecodable dead letter %s: %s", msg.message_id(), exc)
                 self._consumer.acknowledge(msg)
                 self._stats["dead_lettered"] += 1
-        new_times = self._store.add_articles(articles) + self._store.add_prices(ticks)
+        new_articles = self._store.add_new_articles(articles)
+        new_times = [a.published_ts for a in new_articles] + self._store.add_prices(ticks)
         self._stats["dead_letters"] += self._store.add_deadletters(letters)
+        events = self._detect(new_articles)
+        if events:
+            self._store.upsert_events(events)
+            for event in events:
+                self._events_out.send(event, key=event.id)
+                if self._webhook:
+                    self._webhook.send(event.to_dict())
+            self._stats["event_updates"] += len(events)
         # windows: the 1-minute buckets these new rows fell in, recomputed from the store
         for start, end in touched_windows(new_times):
             for window in self._store.series(start, end, WINDOW_S):
                 self._out.send(window)
         self._out.wait()
+        self._events_out.wait()
         for msg in decoded:
             self._consumer.acknowledge(msg)
         self._stats["articles"] += len(articles)
@@ -113,14 +227,23 @@ class AggregatorConsumer:
     def deadletters(self, limit: int) -> list[DeadLetter]:
         return self._store.deadletters(limit)
 
+    def events(self, start: float, end: float, limit: int, distinct: bool = True) -> list[NewsEvent]:
+        """Events overlapping ``[start, end)``, strongest first; ``distinct`` keeps one per
+        happening (a crash bursts as several keywords and a topic at once)."""
+        found = self._store.events(start, end, limit * 5 if distinct else limit)
+        return distinct_events(found)[:limit] if distinct else found
+
     def totals(self) -> Totals:
         return self._store.totals()
 
     def stats(self) -> dict[str, Any]:
-        return {**self._stats, "last_batch_at": self._last_batch_at}
+        webhook = {f"webhook_{k}": v for k, v in self._webhook.stats.items()} if self._webhook else {}
+        return {**self._stats, **webhook, "last_batch_at": self._last_batch_at}
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self._webhook:
+            self._webhook.close()
         self._client.close()
         self._store.close()

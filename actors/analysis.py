@@ -2,19 +2,26 @@
 
     news.raw                      NewsItem messages, received in batches (size / wait bounded)
       -> decode                   a message that does not decode -> deadletter, acked
-      -> analyze                  (n, dim) float32 unit vectors, (n,) sentiment in [-1, 1]
-      -> vector-store.upsert      points keyed by article id (durable before we go on)
+      -> Analyzer.analyze         one embedding pass -> vectors, categories; sentiment
+                                  (models.pipeline; pure, no I/O)
+      -> topic-model.assign       topic id and label from the shared online topic model
+      -> vector-store.upsert_articles
+                                  story ids assigned and points written (durable before we go on)
       -> news.scored              ScoredArticle per item, every send confirmed by the broker
       -> acknowledge              only now; a crash before this redelivers, and the writes
                                   above are idempotent, so nothing is lost or counted twice
 
-A batch the models fail on is retried one message at a time; a message that keeps
+A batch the *models* fail on is retried one message at a time; a message that keeps
 failing is negatively acknowledged until its redelivery count reaches ``max_redeliveries``,
-then goes to the dead-letter topic with the reason.
+then goes to the dead-letter topic with the reason. A failure *after* the models (the store,
+the topic model or the broker unreachable) is no fault of the messages: the loop ends, the
+actor restarts and the unacknowledged batch is redelivered, so no good message is
+dead-lettered because a dependency was briefly down.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -35,41 +42,63 @@ from cluster.topics import Topics, connect, create_producer, subscribe
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = "analysis"
+# How long a batch waits on the topic model or the store before the actor gives up and restarts.
+CALL_TIMEOUT_S = 120.0
 
 
-class EmbedderLike(Protocol):
+class ModelError(RuntimeError):
+    """The models failed on a batch (its cause is the model's exception)."""
+
+
+class AnalyzerLike(Protocol):
     @property
     def name(self) -> str: ...
 
-    def encode(self, texts: list[str], batch_size: int = ...) -> np.ndarray: ...
-
-
-class SentimentLike(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
+    def analyze(self, texts: list[str]) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Analysis:
+    """The models' output for a batch, before the stateful stages (topics, stories)."""
+
+    items: list[NewsItem]
     vectors: np.ndarray
-    articles: list[ScoredArticle]
+    fields: list[dict[str, Any]]  # per item: the ScoredArticle fields the models decided
 
 
-def analyze(
-    items: Sequence[NewsItem], embedder: EmbedderLike, sentiment: SentimentLike, batch_size: int
-) -> Analysis:
-    """Run the models over ``items`` (pure: no I/O)."""
-    texts = [item.text for item in items]
-    vectors = embedder.encode(texts, batch_size=batch_size)
-    scores, labels = sentiment.score(texts)
-    model = f"{embedder.name}+{sentiment.name}"
-    articles = [
-        ScoredArticle.from_news(item, sentiment=float(s), label=str(lab), model=model)
-        for item, s, lab in zip(items, scores, labels, strict=True)
+def analyze(items: Sequence[NewsItem], analyzer: AnalyzerLike) -> Analysis:
+    """Run the stateless models over ``items`` (pure: no I/O)."""
+    result = analyzer.analyze([item.text for item in items])
+    fields = []
+    for i in range(len(items)):
+        cats = result.categories[i]
+        fields.append(
+            {
+                "sentiment": float(result.sentiment.scores[i]),
+                "label": str(result.sentiment.labels[i]),
+                "confidence": float(result.sentiment.confidence[i]),
+                "categories": list(cats),
+                "category_scores": [round(float(v), 4) for v in cats.values()],
+            }
+        )
+    return Analysis(items=list(items), vectors=result.vectors, fields=fields)
+
+
+def score(
+    analysis: Analysis, topics: Sequence[dict[str, Any]], story_ids: Sequence[str], model: str
+) -> list[ScoredArticle]:
+    """The scored articles of a batch, from the models' fields, topics and story ids."""
+    return [
+        ScoredArticle.from_news(
+            item,
+            model=model,
+            topic_id=int(topic["topic_id"]),
+            topic_label=str(topic["label"]),
+            story_id=story,
+            **fields,
+        )
+        for item, fields, topic, story in zip(analysis.items, analysis.fields, topics, story_ids, strict=True)
     ]
-    return Analysis(vectors=vectors, articles=articles)
 
 
 def payload(article: ScoredArticle) -> dict[str, Any]:
@@ -84,6 +113,12 @@ def payload(article: ScoredArticle) -> dict[str, Any]:
         "published_ts": article.published_ts,
         "sentiment": article.sentiment,
         "sentiment_label": article.sentiment_label,
+        "confidence": article.confidence,
+        "categories": article.categories,
+        "category_scores": article.category_scores,
+        "topic_id": article.topic_id,
+        "topic_label": article.topic_label,
+        "story_id": article.story_id,
         "analyzed_at": article.analyzed_at,
     }
 
@@ -92,21 +127,28 @@ def payload(article: ScoredArticle) -> dict[str, Any]:
 class AnalysisConsumer:
     """Ray actor around :func:`analyze`; subscribes to news.raw with a shared subscription."""
 
-    def __init__(self, settings: BtcpulseSettings, store: Any) -> None:
-        from models.embedder import Embedder
-        from models.sentiment import LexiconSentiment
+    def __init__(self, settings: BtcpulseSettings, store: Any, topic_model: Any) -> None:
+        from models.pipeline import Analyzer
 
         self._settings = settings
         self._store = store
+        self._topic_model = topic_model
         self._stats: Counter[str] = Counter()
         self._last_batch_at = 0.0
         self._stop = threading.Event()
-        self._embedder = Embedder(settings.embedding_model, device=settings.device)
-        if self._embedder.dim != settings.embedding_dim:
+        self._analyzer = Analyzer(
+            embedding_model=settings.embedding_model,
+            device=settings.device,
+            backend=settings.embed_backend,
+            sentiment_model=settings.sentiment_model,
+            category_threshold=settings.category_threshold,
+            batch_size=settings.embed_batch_size,
+            max_tokens=settings.batch_max_tokens,
+        )
+        if self._analyzer.dim != settings.embedding_dim:
             raise ValueError(
-                f"embedding model has dim {self._embedder.dim}, settings say {settings.embedding_dim}"
+                f"embedding model has dim {self._analyzer.dim}, settings say {settings.embedding_dim}"
             )
-        self._sentiment = LexiconSentiment()
         self._topics = Topics.from_settings(settings)
         self._client = connect(settings)
         self._consumer = subscribe(self._client, self._topics.news_raw, SUBSCRIPTION, settings)
@@ -127,29 +169,41 @@ class AnalysisConsumer:
         if not good:
             return
         try:
-            self._process(good)
-        except Exception as exc:  # a model or store failure: isolate the message that causes it
+            self._write(good, self._analyze([item for _, item in good]))
+            return
+        except ModelError as exc:  # isolate the message that causes it
             if len(good) == 1:
-                self._failed(good[0][0], exc)
+                self._failed(good[0][0], exc.__cause__ or exc)
                 return
-            log.warning("batch of %d failed (%s); retrying one by one", len(good), exc)
-            for pair in good:
-                try:
-                    self._process([pair])
-                except Exception as one_exc:
-                    self._failed(pair[0], one_exc)
+            log.warning("models failed on a batch of %d (%s); retrying one by one", len(good), exc)
+        for pair in good:
+            try:
+                analysis = self._analyze([pair[1]])
+            except ModelError as exc:
+                self._failed(pair[0], exc.__cause__ or exc)
+                continue
+            self._write([pair], analysis)
 
-    def _process(self, batch: list[tuple[pulsar.Message, NewsItem]]) -> None:
-        items = [item for _, item in batch]
-        result = analyze(items, self._embedder, self._sentiment, self._settings.embed_batch_size)
-        # vectors: (n, dim) float32; articles: n ScoredArticle
-        ray.get(
-            self._store.upsert.remote(
-                [a.id for a in result.articles], result.vectors, [payload(a) for a in result.articles]
-            )
+    def _analyze(self, items: list[NewsItem]) -> Analysis:
+        try:
+            return analyze(items, self._analyzer)
+        except Exception as exc:
+            raise ModelError(str(exc)) from exc
+
+    def _write(self, batch: list[tuple[pulsar.Message, NewsItem]], analysis: Analysis) -> None:
+        """Topics, stories, store, broker, then acknowledge. Any failure here propagates: the
+        actor restarts and the batch is redelivered (the writes are idempotent)."""
+        texts = [item.text for item in analysis.items]
+        ts = [item.published_ts for item in analysis.items]
+        topics = ray.get(self._topic_model.assign.remote(texts, analysis.vectors, ts), timeout=CALL_TIMEOUT_S)
+        ids = [item.id for item in analysis.items]
+        articles = score(analysis, topics, ids, self._analyzer.name)  # story ids come next
+        story_ids = ray.get(
+            self._store.upsert_articles.remote(ids, analysis.vectors, [payload(a) for a in articles]),
+            timeout=CALL_TIMEOUT_S,
         )
-        for article in result.articles:
-            self._scored.send(article, key=article.id)
+        for article, story in zip(articles, story_ids, strict=True):
+            self._scored.send(dataclasses.replace(article, story_id=story), key=article.id)
         self._scored.wait()
         for msg, _ in batch:
             self._consumer.acknowledge(msg)
@@ -157,7 +211,7 @@ class AnalysisConsumer:
         self._stats["batches"] += 1
         self._last_batch_at = time.time()
 
-    def _failed(self, msg: pulsar.Message, exc: Exception) -> None:
+    def _failed(self, msg: pulsar.Message, exc: BaseException) -> None:
         redeliveries = msg.redelivery_count()
         if redeliveries + 1 >= self._settings.max_redeliveries:
             self._dead(msg, f"{type(exc).__name__}: {exc}", redeliveries)
@@ -173,7 +227,7 @@ class AnalysisConsumer:
 
     # -- control -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {**self._stats, "last_batch_at": self._last_batch_at, "model": self._embedder.name}
+        return {**self._stats, "last_batch_at": self._last_batch_at, "model": self._analyzer.name}
 
     def stop(self) -> None:
         """Stop receiving and close cleanly (unacknowledged messages go back to the broker)."""

@@ -4,6 +4,7 @@
     btcpulse down [--state-dir DIR]                                  stop what `up` started
     btcpulse status [--state-dir DIR]                                each part's state
     btcpulse replay PATH ... [--speed X]                             replay in the foreground
+    btcpulse analyze PATH [--text-column COL] [--out OUT.jsonl]     the models on a file, offline
 
 It is the one module that knows every layer (it starts actors and the Serve app), so it
 imports them lazily, inside the commands.
@@ -148,17 +149,21 @@ def _start_consumers(settings: BtcpulseSettings) -> dict[str, Any]:
 
     from actors.aggregator import AggregatorConsumer
     from actors.analysis import AnalysisConsumer
+    from actors.topics import TopicModelActor
     from actors.vector_store import VectorStoreActor
-    from serve.read import AGGREGATOR, VECTOR_STORE
+    from serve.read import AGGREGATOR, TOPIC_MODEL, VECTOR_STORE
 
     store = VectorStoreActor.options(name=VECTOR_STORE, get_if_exists=True).remote(  # type: ignore[attr-defined]
         settings, settings.embedding_dim
     )
+    topic_model = TopicModelActor.options(name=TOPIC_MODEL, get_if_exists=True).remote(settings)  # type: ignore[attr-defined]
     aggregator = AggregatorConsumer.options(name=AGGREGATOR, get_if_exists=True).remote(settings)  # type: ignore[attr-defined]
-    handles: dict[str, Any] = {VECTOR_STORE: store, AGGREGATOR: aggregator}
+    handles: dict[str, Any] = {VECTOR_STORE: store, TOPIC_MODEL: topic_model, AGGREGATOR: aggregator}
     for i in range(settings.analysis_actors):
         name = f"analysis-{i}"
-        handles[name] = AnalysisConsumer.options(name=name, get_if_exists=True).remote(settings, store)  # type: ignore[attr-defined]
+        handles[name] = AnalysisConsumer.options(name=name, get_if_exists=True).remote(  # type: ignore[attr-defined]
+            settings, store, topic_model
+        )
     # Wait until each has finished __init__ (models loaded, subscriptions open).
     ray.get([h.stats.remote() for h in handles.values()], timeout=600)
     return handles
@@ -395,6 +400,69 @@ def _actor_status(settings: BtcpulseSettings) -> None:
         except Exception as exc:
             info = f"not answering ({type(exc).__name__})"
         _say(f"  {name:<28} {info}")
+
+
+@app.command()
+def analyze(
+    path: Annotated[Path, typer.Argument(help="a CSV (comma, semicolon or tab) or JSONL file", exists=True)],
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column", help="the column to analyse (default: title + summary/text, or text/news)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write JSON lines here (default: standard output)")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option("--time-column", help="publication time (default: detected)")
+    ] = None,
+    sentiment_model: Annotated[
+        str | None, typer.Option("--sentiment-model", help="'' shipped, 'lexicon', or a HF model")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096)] = 64,
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", help="also detect bursts; write the events here as JSON lines"),
+    ] = None,
+) -> None:
+    """Run the analyses on a file, offline, one JSON line per input row, in order.
+
+    No cluster is needed: the same models the consumers run (embeddings, sentiment,
+    categories), an online topic model fitted over the file, and the story tracker.
+    """
+    from models.offline import AnalyzeError, analyze_file
+
+    settings = BtcpulseSettings()
+    sink = out.open("w", encoding="utf-8") if out else sys.stdout
+    events_sink = events.open("w", encoding="utf-8") if events else None
+    try:
+        report = analyze_file(
+            path,
+            sink,
+            text_column=text_column,
+            time_column=time_column,
+            sentiment_model=settings.sentiment_model if sentiment_model is None else sentiment_model,
+            device=settings.device,
+            backend=settings.embed_backend,
+            batch_size=batch_size,
+            progress=lambda done, total: typer.echo(f"\ranalysed {done}/{total}", nl=False, err=True),
+            events_sink=events_sink,
+            burst_params={
+                "step_s": settings.burst_step_s,
+                "baseline_windows": settings.burst_baseline_windows,
+                "min_count": settings.burst_min_count,
+            },
+        )
+    except AnalyzeError as exc:
+        typer.echo(f"\nbtcpulse analyze: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if out:
+            sink.close()
+        if events_sink:
+            events_sink.close()
+    typer.echo(f"\n{report}", err=True)
 
 
 def main() -> None:

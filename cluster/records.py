@@ -108,7 +108,7 @@ class Record:
             kind = kinds.get(name)
             if kind is None:
                 continue
-            accepted, optional = kind
+            accepted, optional, item_types = kind
             if value is None:
                 if not optional:
                     raise TypeError(f"{cls.__name__}.{name} must not be null")
@@ -118,6 +118,13 @@ class Record:
                 raise TypeError(
                     f"{cls.__name__}.{name}: expected {accepted[0].__name__}, got {type(value).__name__}"
                 )
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, bool) or not isinstance(item, item_types):
+                        raise TypeError(
+                            f"{cls.__name__}.{name}[{i}]: expected {item_types[0].__name__},"
+                            f" got {type(item).__name__}"
+                        )
             elif name in _TIME_FIELDS:
                 try:
                     parse_time(str(value))
@@ -129,20 +136,26 @@ class Record:
         return cls(**kwargs)
 
 
-_TIME_FIELDS = frozenset({"published_at", "fetched_at", "analyzed_at", "failed_at", "ts", "start"})
+_TIME_FIELDS = frozenset(
+    {"published_at", "fetched_at", "analyzed_at", "failed_at", "ts", "start", "peak", "end", "updated_at"}
+)
 _ACCEPTED: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,), float: (float, int)}
 
 
 @functools.cache
-def _field_kinds(cls: type[Record]) -> dict[str, tuple[tuple[type, ...], bool]]:
-    """name -> (accepted Python types, may be None) for each field of a record class."""
+def _field_kinds(cls: type[Record]) -> dict[str, tuple[tuple[type, ...], bool, tuple[type, ...]]]:
+    """name -> (accepted Python types, may be None, accepted item types of a list field)."""
     hints = typing.get_type_hints(cls)
-    kinds = {}
+    kinds: dict[str, tuple[tuple[type, ...], bool, tuple[type, ...]]] = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         optional = len(args) < len(typing.get_args(tp))
-        kinds[f.name] = (_ACCEPTED[args[0] if optional else tp], optional)
+        base = args[0] if optional else tp
+        if typing.get_origin(base) is list:
+            kinds[f.name] = ((list,), optional, _ACCEPTED[typing.get_args(base)[0]])
+        else:
+            kinds[f.name] = (_ACCEPTED[base], optional, ())
     return kinds
 
 
@@ -285,12 +298,27 @@ class ScoredArticle(Record):
     sentiment_label: str  # negative | neutral | positive
     model: str
     time_estimated: bool = False
-    schema_version: int = 1
+    schema_version: int = 2
+    # --- version 2: the analyses beyond sentiment (defaults keep version-1 messages readable) ---
+    confidence: float = 0.0  # of the sentiment label, in [0, 1]
+    categories: list[str] = field(default_factory=list)  # at or over the threshold, best first
+    category_scores: list[float] = field(default_factory=list)  # same order as ``categories``
+    topic_id: int = -1  # -1: not assigned (yet)
+    topic_label: str = ""
+    story_id: str = ""  # the id of the story's first article ("" when not assigned)
 
     @classmethod
     def from_news(
-        cls, item: NewsItem, *, sentiment: float, label: str, model: str, analyzed_at: datetime | None = None
+        cls,
+        item: NewsItem,
+        *,
+        sentiment: float,
+        label: str,
+        model: str,
+        analyzed_at: datetime | None = None,
+        **analyses: Any,
     ) -> ScoredArticle:
+        """``analyses``: the version-2 fields (confidence, categories, topic_id, ...)."""
         return cls(
             id=item.id,
             source=item.source,
@@ -304,11 +332,40 @@ class ScoredArticle(Record):
             sentiment_label=label,
             model=model,
             time_estimated=item.time_estimated,
+            **analyses,
         )
 
     @property
     def published_ts(self) -> float:
         return to_ts(self.published_at)
+
+    @property
+    def text(self) -> str:
+        return f"{self.title}. {self.summary}" if self.summary else self.title
+
+
+@dataclass(frozen=True, slots=True)
+class NewsEvent(Record):
+    """A burst of volume or sentiment on a topic or keyword (topic ``events``).
+
+    Published when it opens, at each new peak and when it closes, always under the same
+    ``id`` (from kind, key and start): readers keep the latest version of each.
+    """
+
+    id: str
+    kind: str  # volume | sentiment
+    key: str  # "topic:12", "kw:etf"
+    label: str
+    keywords: list[str]
+    start: str
+    peak: str
+    end: str | None  # None while the event is open
+    peak_value: float
+    baseline: float
+    score: float  # the detector's burst score at the peak (robust z)
+    examples: list[str]  # article ids
+    updated_at: str = field(default_factory=lambda: format_time(utcnow()))
+    schema_version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +384,14 @@ class WindowAggregate(Record):
     high: float | None = None
     low: float | None = None
     close: float | None = None
-    schema_version: int = 1
+    schema_version: int = 2
+    # --- version 2 ---
+    topics: list[int] = field(default_factory=list)  # topic ids seen in the window, largest first
+    topic_counts: list[int] = field(default_factory=list)  # articles per topic, same order
+    categories: list[str] = field(default_factory=list)
+    category_counts: list[int] = field(default_factory=list)
+    stories: int = 0  # distinct stories among the window's articles
+    events: int = 0  # events that started in the window
 
 
 @dataclass(frozen=True, slots=True)

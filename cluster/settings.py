@@ -80,9 +80,30 @@ class BtcpulseSettings(BaseSettings):
     # Texts per forward pass; 32 measured best on 2 CPU cores (bench/NOTES.md).
     embed_batch_size: int = 32
     batch_max_wait_ms: int = 200
+    # Padded tokens per forward pass (items x longest item); bounds a batch of long texts.
+    batch_max_tokens: int = 8192
+    # Embedding backend: "torch", "onnx" (ONNX Runtime fp32) or "onnx-int8" (CPU, quantized).
+    embed_backend: str = "torch"
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
     analysis_actors: int = 1
+
+    # --- Analyses -----------------------------------------------------------------------------
+    # "" = the sentiment model the project ships (models/artifacts); "lexicon" = VADER + crypto
+    # lexicon; otherwise a Hugging Face sequence-classification model id or local path.
+    sentiment_model: str = ""
+    category_threshold: float | None = None  # None: the categorizer's calibrated default
+    story_threshold: float | None = None  # cosine; None: the tracker's calibrated default
+    story_window_s: int = 48 * 3600
+    # The topic model folds new documents in every this many articles (after a first fit).
+    topic_refit_every: int = 500
+    # Bursts: windows must hold tens of articles for a robust z-score to mean something; on a
+    # few hundred articles a day that is a day (hourly windows held ~2 on the 2022 news).
+    burst_step_s: int = 86400
+    burst_baseline_windows: int = 28
+    burst_min_count: int = 6
+    # POST each event (JSON, as on the events topic) here; unset: no webhook.
+    event_webhook_url: str | None = None
 
     # The price series the aggregates keep; other pairs on the prices topic (a USDT fallback,
     # other quotes) are acknowledged and counted, never mixed into it.
@@ -93,11 +114,29 @@ class BtcpulseSettings(BaseSettings):
     max_summary_chars: int = 2000
     max_future_skew_s: int = 300
 
-    @field_validator("batch_max_size", "embed_batch_size", "receiver_queue_size", "analysis_actors")
+    @field_validator(
+        "batch_max_size",
+        "embed_batch_size",
+        "batch_max_tokens",
+        "receiver_queue_size",
+        "analysis_actors",
+        "story_window_s",
+        "topic_refit_every",
+        "burst_step_s",
+        "burst_baseline_windows",
+        "burst_min_count",
+    )
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("embed_backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError("must be one of torch, onnx, onnx-int8")
         return v
 
     @property

@@ -7,6 +7,7 @@ schema generated from the frozen dataclass) is the only place records become byt
     prices        PriceTick       price sources -> aggregator
     news.scored   ScoredArticle   analysis -> aggregator, live readers
     aggregates    WindowAggregate aggregator -> live readers
+    events        NewsEvent       aggregator (burst detector) -> live readers, webhook
     deadletter    DeadLetter      any consumer -> operators (GET /api/deadletters)
 """
 
@@ -23,7 +24,15 @@ import _pulsar
 import pulsar
 from pulsar.schema import Schema
 
-from cluster.records import DeadLetter, NewsItem, PriceTick, Record, ScoredArticle, WindowAggregate
+from cluster.records import (
+    DeadLetter,
+    NewsEvent,
+    NewsItem,
+    PriceTick,
+    Record,
+    ScoredArticle,
+    WindowAggregate,
+)
 from cluster.settings import BtcpulseSettings
 
 R = TypeVar("R", bound=Record)
@@ -49,6 +58,11 @@ def avro_definition(cls: type[Record]) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": f.name, "type": _avro_type(hints[f.name])}
         if isinstance(entry["type"], list):
             entry["default"] = None
+        elif f.default is not dataclasses.MISSING:
+            entry["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING and get_origin(hints[f.name]) is list:
+            entry["default"] = []
+        # Fields added in a later version carry defaults, so the schemas stay compatible.
         fields.append(entry)
     return {"type": "record", "name": cls.__name__, "namespace": "btcpulse", "fields": fields}
 
@@ -96,6 +110,7 @@ class Topics:
     news_scored: Topic[ScoredArticle]
     aggregates: Topic[WindowAggregate]
     deadletter: Topic[DeadLetter]
+    events: Topic[NewsEvent]
 
     @classmethod
     def from_settings(cls, settings: BtcpulseSettings) -> Topics:
@@ -106,10 +121,11 @@ class Topics:
             news_scored=Topic(f"{p}.news.scored", ScoredArticle),
             aggregates=Topic(f"{p}.aggregates", WindowAggregate),
             deadletter=Topic(f"{p}.deadletter", DeadLetter),
+            events=Topic(f"{p}.events", NewsEvent),
         )
 
     def all(self) -> list[Topic[Any]]:
-        return [self.news_raw, self.prices, self.news_scored, self.aggregates, self.deadletter]
+        return [self.news_raw, self.prices, self.news_scored, self.aggregates, self.deadletter, self.events]
 
 
 def connect(settings: BtcpulseSettings) -> pulsar.Client:

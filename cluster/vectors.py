@@ -23,9 +23,11 @@ import numpy as np
 
 from cluster.settings import BtcpulseSettings
 
-# Payload fields with an index: time ranges, ordering by time, and exact-match filters.
+# Payload fields with an index: time ranges, ordering by time, and exact-match filters
+# (``categories`` is a list: a point matches when any of its categories does).
 FLOAT_FIELDS = ("published_ts", "sentiment")
-KEYWORD_FIELDS = ("source", "sentiment_label")
+KEYWORD_FIELDS = ("source", "sentiment_label", "categories", "story_id")
+INTEGER_FIELDS = ("topic_id",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,30 @@ class SearchFilter:
     end_ts: float | None = None
     source: str | None = None
     sentiment_label: str | None = None
+    category: str | None = None
+    topic_id: int | None = None
+    story_id: str | None = None
+
+    def matches(self) -> list[tuple[str, str | int]]:
+        """The exact-match conditions, as (payload field, value)."""
+        pairs: list[tuple[str, str | int | None]] = [
+            ("source", self.source),
+            ("sentiment_label", self.sentiment_label),
+            ("categories", self.category),
+            ("topic_id", self.topic_id),
+            ("story_id", self.story_id),
+        ]
+        return [(k, v) for k, v in pairs if v is not None and v != ""]
+
+
+@dataclass(frozen=True, slots=True)
+class RecentPoints:
+    """Points of a time range with their vectors (what the story tracker is rebuilt from)."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (n, dim) float32
+    ts: list[float]
+    story_ids: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +92,18 @@ class VectorStore(ABC):
 
     @abstractmethod
     def count(self, flt: SearchFilter | None = None) -> int: ...
+
+    @abstractmethod
+    def recent(self, start_ts: float, limit: int) -> RecentPoints:
+        """Up to ``limit`` points published at or after ``start_ts``, newest first, with vectors."""
+
+    @abstractmethod
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of the points that exist among ``ids``."""
+
+    def timeline(self, story_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Payloads of a story's articles, oldest first."""
+        return sorted(self.latest(limit, SearchFilter(story_id=story_id)), key=lambda p: p["published_ts"])
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make every write durable on disk (a no-op where writes already are)."""
@@ -107,6 +145,9 @@ class EdgeVectorStore(VectorStore):
         for name in KEYWORD_FIELDS:
             if name not in existing:
                 self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+        for name in INTEGER_FIELDS:
+            if name not in existing:
+                self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
 
     def _filter(self, flt: SearchFilter | None) -> Any:
         qe = self._qe
@@ -117,10 +158,8 @@ class EdgeVectorStore(VectorStore):
             must.append(
                 qe.FieldCondition("published_ts", range=qe.RangeFloat(gte=flt.start_ts, lt=flt.end_ts))
             )
-        if flt.source:
-            must.append(qe.FieldCondition("source", match=qe.MatchValue(flt.source)))
-        if flt.sentiment_label:
-            must.append(qe.FieldCondition("sentiment_label", match=qe.MatchValue(flt.sentiment_label)))
+        for key, value in flt.matches():
+            must.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
         return qe.Filter(must=must) if must else None
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -166,6 +205,22 @@ class EdgeVectorStore(VectorStore):
     def count(self, flt: SearchFilter | None = None) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True, filter=self._filter(flt))))
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        records = self._shard.retrieve(list(ids), with_payload=False, with_vector=True)
+        return {str(r.id): _as_array(r.vector) for r in records}
+
+    def recent(self, start_ts: float, limit: int) -> RecentPoints:
+        qe = self._qe
+        request = qe.ScrollRequest(
+            limit=limit,
+            filter=self._filter(SearchFilter(start_ts=start_ts)),
+            with_payload=True,
+            with_vector=True,
+            order_by=qe.OrderBy("published_ts", direction=qe.Direction.Desc),
+        )
+        records, _ = self._shard.scroll(request)
+        return _recent_points([(str(r.id), r.vector, dict(r.payload or {})) for r in records])
+
     def flush(self) -> None:
         with self._lock:
             self._shard.flush()
@@ -203,6 +258,8 @@ class ClientVectorStore(VectorStore):
                 self._client.create_payload_index(self._name, name, models.PayloadSchemaType.FLOAT)
             for name in KEYWORD_FIELDS:
                 self._client.create_payload_index(self._name, name, models.PayloadSchemaType.KEYWORD)
+            for name in INTEGER_FIELDS:
+                self._client.create_payload_index(self._name, name, models.PayloadSchemaType.INTEGER)
 
     def _filter(self, flt: SearchFilter | None) -> Any:
         m = self._m
@@ -211,12 +268,8 @@ class ClientVectorStore(VectorStore):
         must: list[Any] = []
         if flt.start_ts is not None or flt.end_ts is not None:
             must.append(m.FieldCondition(key="published_ts", range=m.Range(gte=flt.start_ts, lt=flt.end_ts)))
-        if flt.source:
-            must.append(m.FieldCondition(key="source", match=m.MatchValue(value=flt.source)))
-        if flt.sentiment_label:
-            must.append(
-                m.FieldCondition(key="sentiment_label", match=m.MatchValue(value=flt.sentiment_label))
-            )
+        for key, value in flt.matches():
+            must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
         return m.Filter(must=must) if must else None
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -256,5 +309,38 @@ class ClientVectorStore(VectorStore):
     def count(self, flt: SearchFilter | None = None) -> int:
         return int(self._client.count(self._name, count_filter=self._filter(flt), exact=True).count)
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        records = self._client.retrieve(self._name, ids=list(ids), with_payload=False, with_vectors=True)
+        return {str(r.id): _as_array(r.vector) for r in records}
+
+    def recent(self, start_ts: float, limit: int) -> RecentPoints:
+        m = self._m
+        records, _ = self._client.scroll(
+            self._name,
+            scroll_filter=self._filter(SearchFilter(start_ts=start_ts)),
+            limit=limit,
+            with_payload=True,
+            with_vectors=True,
+            order_by=m.OrderBy(key="published_ts", direction=m.Direction.DESC),
+        )
+        return _recent_points([(str(r.id), r.vector, dict(r.payload or {})) for r in records])
+
     def close(self) -> None:
         self._client.close()
+
+
+def _as_array(vector: Any) -> np.ndarray:
+    """A point's vector as float32 (a list, or a ``{name: list}`` map, by client)."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values())))
+    return np.asarray(vector, dtype=np.float32)
+
+
+def _recent_points(rows: list[tuple[str, Any, dict[str, Any]]]) -> RecentPoints:
+    """Scrolled (id, vector, payload) rows -> :class:`RecentPoints`."""
+    return RecentPoints(
+        ids=[pid for pid, _, _ in rows],
+        vectors=np.stack([_as_array(v) for _, v, _ in rows]) if rows else np.zeros((0, 0), np.float32),
+        ts=[float(p.get("published_ts", 0.0)) for _, _, p in rows],
+        story_ids=[str(p.get("story_id") or pid) for pid, _, p in rows],
+    )

@@ -1,13 +1,19 @@
 """ML models for btcpulse (no cluster, actor, serving or UI code here).
 
 - :class:`Embedder` (``models.embedder``): sentence embeddings, default the packaged
-  all-MiniLM-L6-v2 (384-d, L2-normalised, float32).
-- :class:`LexiconSentiment` (``models.sentiment``): VADER plus a crypto/markets lexicon;
-  ``score(texts) -> (scores in [-1, 1], labels in LABELS)``.
+  all-MiniLM-L6-v2 (384-d, L2-normalised, float32); torch, ONNX Runtime fp32 or int8 backends.
+- ``models.batching``: batches bounded by items and padded tokens.
+- :func:`load_sentiment` (``models.sentiment_model``): the shipped LoRA-tuned MiniLM classifier,
+  the VADER + crypto lexicon (:class:`LexiconSentiment`), or any Hugging Face classifier;
+  ``predict(texts) -> SentimentBatch(labels, scores in [-1, 1], confidence in [0, 1])``.
+- :class:`Categorizer` (``models.categories``): multi-label categories from the shared embedding.
+- :class:`OnlineTopicModel` (``models.topics``), :class:`StoryTracker` (``models.stories``),
+  :class:`BurstDetector` (``models.bursts``): the stateful analyses, fed the same embeddings.
+- :class:`Analyzer` (``models.pipeline``): embedder + sentiment + categories per batch, as the
+  consumers and ``btcpulse analyze`` (``models.offline``) run them.
 - :func:`pick_device` (``models.device``): ``"auto"`` -> CUDA when present, else CPU.
-- ``models.evaluate``: macro-F1/accuracy of the sentiment scorers on a labelled CSV.
 
-Each model takes a batch (``list[str]``) and returns numpy arrays.
+Heavy libraries load on first use; importing this package is cheap.
 """
 
 from models.device import pick_device, torch_threads

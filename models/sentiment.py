@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+if TYPE_CHECKING:
+    from models.sentiment_model import SentimentBatch
 
 #: Label vocabulary, ordered from most negative to most positive.
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
@@ -383,6 +387,36 @@ class LexiconSentiment:
             t = _rewrite_phrases(text) if self.crypto else text
             out[i] = self._vader.polarity_scores(t)["compound"]
         return out
+
+    def predict(self, texts: Sequence[str]) -> SentimentBatch:
+        """Labels, scores and confidences for a batch (the interface trained models share).
+
+        ``scores`` are the compound values of :meth:`score`. VADER gives no probability, so
+        ``confidence`` is how deep the score lies inside the region of its label, scaled to
+        [0, 1]: for ``positive`` ``(s - hi) / (1 - hi)``, for ``negative`` ``(lo - s) / (1 + lo)``,
+        for ``neutral`` the distance to the nearer band edge over half the band's width. With
+        VADER's ±0.05 band that is about ``|score|`` for polar labels and 1 at a score of 0.
+        It ranks texts by how clear-cut the lexicon finds them; it is not calibrated.
+        """
+        from models.sentiment_model import SentimentBatch
+
+        if isinstance(texts, str):
+            raise TypeError("pass a list of strings, not a single str")
+        scores, labels = self.score(list(texts))
+        lo, hi = self.band
+        s = scores.astype(np.float64)
+        conf = np.where(
+            labels == "positive",
+            (s - hi) / (1.0 - hi),
+            np.where(
+                labels == "negative", (lo - s) / (1.0 + lo), np.minimum(s - lo, hi - s) / ((hi - lo) / 2)
+            ),
+        )
+        return SentimentBatch(
+            labels=[str(x) for x in labels],
+            scores=scores.astype(np.float32),
+            confidence=np.clip(conf, 0.0, 1.0).astype(np.float32),
+        )
 
     def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Score a batch.

@@ -1,9 +1,14 @@
 """The Ray Serve application: one FastAPI ingress for the API and the dashboard.
 
     GET /healthz                         each part's state
-    GET /api/search?q=&k=&start=&end=&source=   semantic similarity over stored articles
+    GET /api/search?q=&k=&start=&end=&source=&sentiment=&category=&topic=
+                                         semantic similarity over stored articles
     GET /api/news/latest?limit=          newest scored articles first
-    GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price
+    GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price, topic
+                                         shares, category counts, stories, events
+    GET /api/events?start=&end=&limit=   volume/sentiment bursts overlapping the range
+    GET /api/topics                      the online topic model's topics
+    GET /api/stories/{story_id}          a story's timeline (its articles, oldest first)
     GET /api/sources                     each live source's health
     GET /api/deadletters?limit=          messages that could not be processed, with the reason
     GET /docs                            OpenAPI
@@ -19,7 +24,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 from ray import serve
 
 from cluster.aggregates import parse_step
@@ -32,6 +37,8 @@ from serve.schemas import (
     BucketPublic,
     DeadLetterPublic,
     DeadLettersResponse,
+    EventPublic,
+    EventsResponse,
     HealthResponse,
     NewsResponse,
     SearchHitPublic,
@@ -39,6 +46,9 @@ from serve.schemas import (
     SeriesResponse,
     SourcePublic,
     SourcesResponse,
+    StoryResponse,
+    TopicPublic,
+    TopicsResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -47,9 +57,12 @@ APP_NAME = "btcpulse"
 DEFAULT_SPAN = timedelta(hours=24)
 
 
+_ARTICLE_KEYS = tuple(ArticlePublic.model_fields)
+SENTIMENTS = ("negative", "neutral", "positive")
+
+
 def _article(payload: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "title", "url", "source", "published_at", "sentiment", "sentiment_label")
-    return {k: payload.get(k) for k in keys}
+    return {k: payload[k] for k in _ARTICLE_KEYS if payload.get(k) is not None}
 
 
 def _range(start: datetime | None, end: datetime | None) -> SearchFilter:
@@ -99,9 +112,19 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
         start: datetime | None = None,
         end: datetime | None = None,
         source: Annotated[str | None, Query(max_length=64)] = None,
+        sentiment: Annotated[str | None, Query(pattern="^(negative|neutral|positive)$")] = None,
+        category: Annotated[str | None, Query(max_length=64, description="e.g. regulation")] = None,
+        topic: Annotated[int | None, Query(ge=-1, description="topic id (GET /api/topics)")] = None,
     ) -> SearchResponse:
         rng = _range(start, end)
-        flt = SearchFilter(start_ts=rng.start_ts, end_ts=rng.end_ts, source=source)
+        flt = SearchFilter(
+            start_ts=rng.start_ts,
+            end_ts=rng.end_ts,
+            source=source,
+            sentiment_label=sentiment,
+            category=category,
+            topic_id=topic,
+        )
         hits = await reader.search(q, k, flt)
         return SearchResponse(results=[SearchHitPublic(**_article(h.payload), score=h.score) for h in hits])
 
@@ -151,10 +174,64 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
                     high=w.high,
                     low=w.low,
                     close=w.close,
+                    topics=w.topics,
+                    topic_counts=w.topic_counts,
+                    categories=w.categories,
+                    category_counts=w.category_counts,
+                    stories=w.stories,
+                    events=w.events,
                 )
                 for w in windows
             ],
         )
+
+    @app.get("/api/events", response_model=EventsResponse)
+    async def events(
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        distinct: Annotated[
+            bool, Query(description="one event per happening (a crash bursts on several keys at once)")
+        ] = True,
+    ) -> EventsResponse:
+        s, e = epoch(start), epoch(end)
+        if e is None:
+            totals = await reader.totals()
+            e = (totals.last_ts + 1) if totals.last_ts is not None else datetime.now(UTC).timestamp()
+        if s is None:
+            s = e - 7 * DEFAULT_SPAN.total_seconds()
+        if e <= s:
+            raise HTTPException(status_code=422, detail="end must be after start")
+        found = await reader.events(s, e, limit, distinct)
+        ids = sorted({i for ev in found for i in ev.examples})
+        by_id = {p["id"]: p for p in await reader.retrieve(ids)} if ids else {}
+        return EventsResponse(
+            start=format_time(s),
+            end=format_time(e),
+            results=[
+                EventPublic(
+                    **{
+                        **ev.to_dict(),
+                        "examples": [ArticlePublic(**_article(by_id[i])) for i in ev.examples if i in by_id],
+                    }
+                )
+                for ev in found
+            ],
+        )
+
+    @app.get("/api/topics", response_model=TopicsResponse)
+    async def topics() -> TopicsResponse:
+        return TopicsResponse(results=[TopicPublic(**t) for t in await reader.topics()])
+
+    @app.get("/api/stories/{story_id}", response_model=StoryResponse)
+    async def story(
+        story_id: Annotated[str, Path(min_length=1, max_length=64, pattern="^[0-9a-fA-F-]+$")],
+        limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    ) -> StoryResponse:
+        rows = await reader.timeline(story_id, limit)
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"no story {story_id}")
+        return StoryResponse(story_id=story_id, timeline=[ArticlePublic(**_article(r)) for r in rows])
 
     @app.get("/api/sources", response_model=SourcesResponse)
     async def sources() -> SourcesResponse:

@@ -13,12 +13,13 @@ from typing import Any
 import ray
 
 from cluster.aggregates import Totals
-from cluster.records import DeadLetter, WindowAggregate
+from cluster.records import DeadLetter, NewsEvent, WindowAggregate
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter, VectorHit
 
 VECTOR_STORE = "vector-store"
 AGGREGATOR = "aggregator"
+TOPIC_MODEL = "topic-model"
 COLLECTORS = ("news-collector", "price-collector")
 
 
@@ -39,9 +40,12 @@ class ReadService:
         self.settings = settings
         self._store = ray.get_actor(VECTOR_STORE, namespace=settings.ray_namespace)
         self._aggregator = ray.get_actor(AGGREGATOR, namespace=settings.ray_namespace)
+        self._topic_model = ray.get_actor(TOPIC_MODEL, namespace=settings.ray_namespace)
         # One thread: a query is one short sentence; the analysis actor owns the cores.
         torch_threads(1)
-        self._embedder = Embedder(settings.embedding_model, device=settings.device)
+        self._embedder = Embedder(
+            settings.embedding_model, device=settings.device, backend=settings.embed_backend
+        )
         self._embed_lock = asyncio.Lock()
 
     async def embed(self, text: str) -> Any:
@@ -64,6 +68,22 @@ class ReadService:
     async def deadletters(self, limit: int) -> list[DeadLetter]:
         letters: list[DeadLetter] = await self._aggregator.deadletters.remote(limit)
         return letters
+
+    async def events(self, start: float, end: float, limit: int, distinct: bool = True) -> list[NewsEvent]:
+        events: list[NewsEvent] = await self._aggregator.events.remote(start, end, limit, distinct)
+        return events
+
+    async def topics(self) -> list[dict[str, Any]]:
+        topics: list[dict[str, Any]] = await self._topic_model.topics.remote()
+        return topics
+
+    async def retrieve(self, ids: list[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._store.retrieve.remote(ids)
+        return rows
+
+    async def timeline(self, story_id: str, limit: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._store.timeline.remote(story_id, limit)
+        return rows
 
     async def totals(self) -> Totals:
         totals: Totals = await self._aggregator.totals.remote()

@@ -13,6 +13,12 @@ class ArticlePublic(BaseModel):
     published_at: str
     sentiment: float = Field(description="-1 (negative) to 1 (positive)")
     sentiment_label: str
+    confidence: float = Field(0.0, description="of the sentiment label, 0 to 1")
+    categories: list[str] = Field(default_factory=list, description="best first")
+    category_scores: list[float] = Field(default_factory=list, description="same order as categories")
+    topic_id: int = Field(-1, description="-1: not assigned")
+    topic_label: str = ""
+    story_id: str = Field("", description="articles of the same story share it (GET /api/stories/{id})")
 
 
 class SearchHitPublic(ArticlePublic):
@@ -38,6 +44,12 @@ class BucketPublic(BaseModel):
     high: float | None
     low: float | None
     close: float | None
+    topics: list[int] = Field(default_factory=list, description="topic ids, largest first")
+    topic_counts: list[int] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    category_counts: list[int] = Field(default_factory=list)
+    stories: int = Field(0, description="distinct stories among the window's articles")
+    events: int = Field(0, description="events that started in the window")
 
 
 class SeriesResponse(BaseModel):
@@ -91,3 +103,43 @@ class HealthResponse(BaseModel):
     prices: int | None = None
     first_at: str | None = None
     last_at: str | None = None
+
+
+class EventPublic(BaseModel):
+    """A volume or sentiment burst on a topic or keyword (robust z-score over a moving baseline)."""
+
+    id: str
+    kind: str = Field(description="volume or sentiment")
+    key: str = Field(description="topic:<id> or kw:<keyword>")
+    label: str
+    keywords: list[str]
+    start: str
+    peak: str
+    end: str | None = Field(description="null while the event is still open")
+    peak_value: float = Field(description="articles per window (volume) or mean sentiment at the peak")
+    baseline: float
+    score: float
+    examples: list[ArticlePublic] = Field(description="example articles")
+
+
+class EventsResponse(BaseModel):
+    start: str
+    end: str
+    results: list[EventPublic]
+
+
+class TopicPublic(BaseModel):
+    id: int
+    label: str
+    keywords: list[str]
+    size: int = Field(description="documents the model has assigned to it")
+    created_at: float
+
+
+class TopicsResponse(BaseModel):
+    results: list[TopicPublic]
+
+
+class StoryResponse(BaseModel):
+    story_id: str
+    timeline: list[ArticlePublic] = Field(description="the story's articles, oldest first")

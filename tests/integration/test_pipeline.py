@@ -3,6 +3,7 @@ consumers, Qdrant and the aggregates, and read everything back through the HTTP 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,69 @@ def test_replaying_the_same_rows_changes_no_count(stack, replayed, news_csv: Pat
     assert after[0]["prices"] == before[0]["prices"]
     assert after[1] == before[1]
     assert {a["id"] for a in stack.get("/api/news/latest", limit=N_NEWS).json()["results"]} == ids_before
+
+
+def test_articles_carry_every_analysis(stack, replayed) -> None:
+    latest = stack.get("/api/news/latest", limit=N_NEWS).json()["results"]
+    assert all(a["sentiment_label"] in ("negative", "neutral", "positive") for a in latest)
+    assert all(0.0 <= a["confidence"] <= 1.0 for a in latest)
+    assert all(len(a["categories"]) == len(a["category_scores"]) for a in latest)
+    assert sum(1 for a in latest if a["categories"]) >= N_NEWS // 2, "most news has a category"
+    assert all(a["story_id"] for a in latest)
+    # a story's timeline holds its articles, oldest first
+    article = latest[0]
+    timeline = stack.get(f"/api/stories/{article['story_id']}").json()["timeline"]
+    assert article["id"] in [t["id"] for t in timeline]
+    assert [t["published_at"] for t in timeline] == sorted(t["published_at"] for t in timeline)
+    assert stack.get("/api/stories/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_category_filter_and_counts(stack, replayed) -> None:
+    results = stack.get("/api/search", q="regulators and lawmakers", k=20, category="regulation").json()
+    assert results["results"] and all("regulation" in r["categories"] for r in results["results"])
+    body = stack.get(
+        "/api/series", start="2021-10-01T00:00:00Z", end="2022-08-01T00:00:00Z", step="31d"
+    ).json()
+    counted = sum(n for b in body["buckets"] for n in b["category_counts"])
+    latest = stack.get("/api/news/latest", limit=N_NEWS).json()["results"]
+    assert counted == sum(len(a["categories"]) for a in latest)
+    # stories per window: the distinct story ids among the window's articles
+    step = 31 * 86400
+    expected: dict[int, set[str]] = {}
+    for a in latest:
+        ts = datetime.fromisoformat(a["published_at"].replace("Z", "+00:00")).timestamp()
+        expected.setdefault(int(ts // step), set()).add(a["story_id"])
+    got = {
+        int(datetime.fromisoformat(b["start"].replace("Z", "+00:00")).timestamp() // step): b["stories"]
+        for b in body["buckets"]
+        if b["count"]
+    }
+    assert got == {k: len(v) for k, v in expected.items()}
+
+
+def test_topic_model_learns_readable_topics(stack, replayed, news_csv: Path) -> None:
+    stack.wait_for("the first topics", lambda: stack.get("/api/topics").json()["results"], timeout=300)
+    topics = stack.get("/api/topics").json()["results"]
+    assert all(t["label"] and t["keywords"] for t in topics)
+    assert all(all(w.replace(" ", "").replace("-", "").isalnum() for w in t["keywords"]) for t in topics)
+    # The same rows again (idempotent: no count changes): scored now with the fitted model,
+    # they get topics that the API lists.
+    known = {t["id"] for t in topics}
+    stack.cli("replay", str(news_csv), "--limit", str(N_NEWS))
+    stack.wait_for("the pipeline to drain", lambda: _drained(stack), timeout=600)
+    latest = stack.get("/api/news/latest", limit=N_NEWS).json()["results"]
+    assert len(latest) == N_NEWS
+    assigned = [a["topic_id"] for a in latest if a["topic_id"] >= 0]
+    assert len(assigned) >= N_NEWS // 2 and set(assigned) <= known, (len(assigned), set(assigned) - known)
+
+
+def test_events_endpoint(stack, replayed) -> None:
+    body = stack.get("/api/events", start="2021-10-01T00:00:00Z", end="2022-08-01T00:00:00Z").json()
+    for event in body["results"]:
+        assert event["kind"] in ("volume", "sentiment")
+        assert event["start"] <= event["peak"]
+        assert event["keywords"] and event["label"]
+    assert (
+        stack.get("/api/events", start="2022-02-01T00:00:00Z", end="2022-01-01T00:00:00Z").status_code == 422
+    )
+    assert stack.get("/api/events", limit=0).status_code == 422

@@ -1,5 +1,6 @@
-"""The pure functions next to the actors: aggregator.touched_windows, analysis.analyze (with
-the real embedder and sentiment models) and analysis.payload, and pulsar_admin._stats_url."""
+"""The pure functions next to the actors: aggregator.touched_windows / event_record,
+analysis.analyze and score (with the real models) and analysis.payload, and
+pulsar_admin._stats_url."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from actors.aggregator import WINDOW_S, touched_windows
-from actors.analysis import Analysis, analyze, payload
+from actors.aggregator import WINDOW_S, event_record, topic_keywords, touched_windows
+from actors.analysis import Analysis, analyze, payload, score
 from cluster.pulsar_admin import _stats_url
-from cluster.records import NewsItem, ScoredArticle, parse_time
+from cluster.records import NewsEvent, NewsItem, ScoredArticle, parse_time
 from cluster.settings import BtcpulseSettings
-from models.embedder import Embedder
-from models.sentiment import LABELS, LexiconSentiment
+from models.bursts import Event
+from models.pipeline import Analyzer
+from models.sentiment import LABELS
 
 T0 = datetime(2022, 7, 5, 4, 24, tzinfo=UTC)
 
@@ -50,13 +52,8 @@ def test_touched_windows_other_step_and_boundaries() -> None:
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
-
-
-@pytest.fixture(scope="module")
-def sentiment() -> LexiconSentiment:
-    return LexiconSentiment()
+def analyzer() -> Analyzer:
+    return Analyzer(batch_size=2)
 
 
 def _item(n: int, title: str, summary: str | None = None, published: datetime | None = T0) -> NewsItem:
@@ -78,27 +75,36 @@ ITEMS = [
     _item(3, "Bitcoin network processes transactions on Tuesday"),
     _item(4, "SEC approves spot bitcoin exchange-traded fund", published=None),
 ]
+TOPICS = [
+    {"topic_id": 1, "label": "record, rally", "keywords": ["record", "rally"], "score": 0.8},
+    {"topic_id": 2, "label": "hack, exchange", "keywords": ["hack"], "score": 0.7},
+    {"topic_id": -1, "label": "unassigned", "keywords": [], "score": 0.0},
+    {"topic_id": 4, "label": "etf, sec", "keywords": ["etf", "sec"], "score": 0.9},
+]
 
 
 @pytest.fixture(scope="module")
-def analysis(embedder: Embedder, sentiment: LexiconSentiment) -> Analysis:
-    return analyze(ITEMS, embedder, sentiment, batch_size=2)
+def analysis(analyzer: Analyzer) -> Analysis:
+    return analyze(ITEMS, analyzer)
 
 
-def test_analyze_vectors(analysis: Analysis, embedder: Embedder) -> None:
+@pytest.fixture(scope="module")
+def articles(analysis: Analysis, analyzer: Analyzer) -> list[ScoredArticle]:
+    return score(analysis, TOPICS, [ITEMS[0].id, ITEMS[1].id, ITEMS[2].id, ITEMS[0].id], analyzer.name)
+
+
+def test_analyze_vectors(analysis: Analysis, analyzer: Analyzer) -> None:
     assert analysis.vectors.shape == (4, 384)
     assert analysis.vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(analysis.vectors, axis=1), 1.0, atol=1e-5)
     # row i belongs to item i (the models read title + summary)
-    single = embedder.encode([ITEMS[2].text])
+    single = analyzer.embedder.encode([ITEMS[2].text])
     np.testing.assert_allclose(analysis.vectors[2], single[0], atol=1e-5)
 
 
-def test_analyze_articles_match_items(analysis: Analysis) -> None:
-    arts = analysis.articles
-    assert [a.id for a in arts] == [i.id for i in ITEMS]
-    assert all(isinstance(a, ScoredArticle) for a in arts)
-    for a, item in zip(arts, ITEMS, strict=True):
+def test_score_articles_match_items(articles: list[ScoredArticle], analyzer: Analyzer) -> None:
+    assert [a.id for a in articles] == [i.id for i in ITEMS]
+    for a, item in zip(articles, ITEMS, strict=True):
         assert (a.title, a.url, a.source, a.published_at, a.time_estimated) == (
             item.title,
             item.url,
@@ -106,45 +112,55 @@ def test_analyze_articles_match_items(analysis: Analysis) -> None:
             item.published_at,
             item.time_estimated,
         )
-    assert arts[3].time_estimated is True
-    assert {a.model for a in arts} == {"all-MiniLM-L6-v2+vader+crypto"}
+    assert articles[3].time_estimated is True
+    assert {a.model for a in articles} == {analyzer.name}
+    assert [a.topic_id for a in articles] == [1, 2, -1, 4]
+    assert articles[3].topic_label == "etf, sec"
+    assert articles[3].story_id == ITEMS[0].id
 
 
-def test_analyze_sentiment(analysis: Analysis, sentiment: LexiconSentiment) -> None:
-    arts = analysis.articles
-    assert all(-1.0 <= a.sentiment <= 1.0 for a in arts)
-    assert all(isinstance(a.sentiment, float) for a in arts)
-    assert {a.sentiment_label for a in arts} <= set(LABELS)
-    assert all(type(a.sentiment_label) is str for a in arts)
-    assert arts[0].sentiment_label == "positive"
-    assert arts[1].sentiment_label == "negative"
-    assert arts[0].sentiment > 0 > arts[1].sentiment
+def test_analyze_sentiment(analysis: Analysis, articles: list[ScoredArticle], analyzer: Analyzer) -> None:
+    assert all(-1.0 <= a.sentiment <= 1.0 and 0.0 <= a.confidence <= 1.0 for a in articles)
+    assert {a.sentiment_label for a in articles} <= set(LABELS)
+    assert all(type(a.sentiment_label) is str for a in articles)
+    assert articles[0].sentiment_label == "positive"
+    assert articles[1].sentiment_label == "negative"
+    assert articles[0].sentiment > 0 > articles[1].sentiment
     # the same scores and labels as the sentiment model gives on the same texts
-    scores, labels = sentiment.score([i.text for i in ITEMS])
-    assert [a.sentiment for a in arts] == pytest.approx([float(s) for s in scores])
-    assert [a.sentiment_label for a in arts] == [str(lab) for lab in labels]
+    direct = analyzer.sentiment.predict([i.text for i in ITEMS])
+    assert [a.sentiment for a in articles] == pytest.approx([float(s) for s in direct.scores], abs=1e-5)
+    assert [a.sentiment_label for a in articles] == list(direct.labels)
 
 
-def test_analyze_semantics(analysis: Analysis, embedder: Embedder) -> None:
-    (q,) = embedder.encode(["bitcoin ETF approval by the SEC"])
+def test_analyze_categories(articles: list[ScoredArticle]) -> None:
+    for a in articles:
+        assert len(a.categories) == len(a.category_scores)
+        assert a.category_scores == sorted(a.category_scores, reverse=True)
+    assert "etf_institutional" in articles[3].categories
+    assert "security_hacks" in articles[1].categories
+
+
+def test_analyze_semantics(analysis: Analysis, analyzer: Analyzer) -> None:
+    (q,) = analyzer.embedder.encode(["bitcoin ETF approval by the SEC"])
     sims = analysis.vectors @ q
     assert int(np.argmax(sims)) == 3
 
 
-def test_analyze_empty_batch(embedder: Embedder, sentiment: LexiconSentiment) -> None:
-    out = analyze([], embedder, sentiment, batch_size=8)
+def test_analyze_empty_batch(analyzer: Analyzer) -> None:
+    out = analyze([], analyzer)
     assert out.vectors.shape == (0, 384)
-    assert out.articles == []
+    assert out.fields == []
+    assert score(out, [], [], "m") == []
 
 
-def test_analyze_analyzed_at_is_now(analysis: Analysis) -> None:
+def test_score_analyzed_at_is_now(articles: list[ScoredArticle]) -> None:
     now = datetime.now(UTC)
-    for a in analysis.articles:
+    for a in articles:
         assert abs(parse_time(a.analyzed_at) - now) < timedelta(minutes=5)
 
 
-def test_payload(analysis: Analysis) -> None:
-    a = analysis.articles[0]
+def test_payload(articles: list[ScoredArticle]) -> None:
+    a = articles[3]
     p = payload(a)
     assert set(p) == {
         "id",
@@ -156,16 +172,23 @@ def test_payload(analysis: Analysis) -> None:
         "published_ts",
         "sentiment",
         "sentiment_label",
+        "confidence",
+        "categories",
+        "category_scores",
+        "topic_id",
+        "topic_label",
+        "story_id",
         "analyzed_at",
     }
-    assert p["id"] == a.id == ITEMS[0].id
-    assert p["url"] == "https://example.com/story/1"
-    assert p["published_at"] == "2022-07-05T04:24:00Z"
-    assert p["published_ts"] == 1656995040.0
-    assert isinstance(p["published_ts"], float)
-    assert p["sentiment"] == a.sentiment
-    assert p["sentiment_label"] == "positive"
-    assert p["summary"] == "Great rally, strong demand"
+    p0 = payload(articles[0])
+    assert p0["id"] == articles[0].id == ITEMS[0].id
+    assert p0["url"] == "https://example.com/story/1"
+    assert p0["published_at"] == "2022-07-05T04:24:00Z"
+    assert p0["published_ts"] == 1656995040.0
+    assert isinstance(p0["published_ts"], float)
+    assert p0["sentiment_label"] == "positive"
+    assert p0["summary"] == "Great rally, strong demand"
+    assert (p["topic_id"], p["story_id"], p["categories"]) == (4, ITEMS[0].id, a.categories)
 
 
 def test_payload_bounds_summary() -> None:
@@ -181,6 +204,28 @@ def test_payload_bounds_summary() -> None:
     p = payload(scored)
     assert len(item.summary) == 1500
     assert p["summary"] == "x" * 500
+
+
+def test_event_record_and_topic_keywords() -> None:
+    event = Event(
+        id="e",
+        kind="volume",
+        key="topic:3",
+        label="luna, terra",
+        keywords=["luna", "terra"],
+        start=T0.timestamp(),
+        peak=T0.timestamp() + 3600,
+        end=None,
+        peak_value=30.0,
+        baseline=2.0,
+        score=14.2,
+        examples=["a"],
+    )
+    record = event_record(event)
+    assert (record.start, record.peak, record.end) == ("2022-07-05T04:24:00Z", "2022-07-05T05:24:00Z", None)
+    assert NewsEvent.from_dict(record.to_dict()) == record
+    assert topic_keywords("luna, terra classic, ust") == ["luna", "terra classic", "ust"]
+    assert topic_keywords("") == []
 
 
 # ---------------------------------------------------------------- pulsar_admin._stats_url

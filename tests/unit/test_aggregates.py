@@ -3,6 +3,8 @@ every bucket present, sentiment counts, OHLC) computed from a real SQLite file."
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster.aggregates import MAX_BUCKETS, AggregatesStore, Totals, parse_step
-from cluster.records import NewsItem, PriceTick, ScoredArticle, format_time
+from cluster.records import NewsEvent, NewsItem, PriceTick, ScoredArticle, format_time
 
 H0 = datetime(2022, 7, 5, 0, 0, tzinfo=UTC)  # an hour boundary (and a day boundary)
 H0_TS = H0.timestamp()
@@ -249,3 +251,81 @@ def test_rows_survive_reopen(tmp_path: Path) -> None:
         assert s2.add_articles([_article(1, _m(1), 0.2, "positive")]) == []
     finally:
         s2.close()
+
+
+# ---------------------------------------------------------------- analyses (schema version 2)
+
+
+def _analysed(n: int, at: datetime, *, topic: int, story: str, cats: list[str]) -> ScoredArticle:
+    return dataclasses.replace(
+        _article(n, at, 0.1, "positive"),
+        topic_id=topic,
+        topic_label=f"topic {topic}",
+        story_id=story,
+        categories=cats,
+        category_scores=[0.9] * len(cats),
+    )
+
+
+def test_windows_carry_topic_shares_categories_and_stories(store: AggregatesStore) -> None:
+    arts = [
+        _analysed(1, _m(1), topic=3, story="s1", cats=["etf_institutional", "regulation"]),
+        _analysed(2, _m(2), topic=3, story="s1", cats=["etf_institutional"]),
+        _analysed(3, _m(3), topic=5, story="s2", cats=[]),
+        _analysed(4, _m(4), topic=-1, story="", cats=["mining_energy"]),
+        _analysed(5, _m(65), topic=5, story="s3", cats=["mining_energy"]),
+    ]
+    assert [a.id for a in store.add_new_articles(arts)] == [a.id for a in arts]
+    assert store.add_new_articles(arts) == []  # a redelivery adds nothing, categories included
+    first, second = store.series(H0_TS, H0_TS + 7200, 3600)
+    assert (first.topics, first.topic_counts) == ([3, 5], [2, 1])  # unassigned (-1) left out
+    assert (first.categories, first.category_counts) == (
+        ["etf_institutional", "mining_energy", "regulation"],
+        [2, 1, 1],
+    )
+    assert first.stories == 3  # s1, s2, and the article without a story counts as its own
+    assert (second.topics, second.categories, second.stories) == ([5], ["mining_energy"], 1)
+
+
+def _event(eid: str, start: datetime, end: datetime | None, score: float) -> NewsEvent:
+    return NewsEvent(
+        id=eid,
+        kind="volume",
+        key="topic:1",
+        label="l",
+        keywords=["k"],
+        start=format_time(start),
+        peak=format_time(start),
+        end=format_time(end) if end else None,
+        peak_value=10.0,
+        baseline=1.0,
+        score=score,
+        examples=[],
+    )
+
+
+def test_events_upsert_keeps_latest_version_and_overlap_query(store: AggregatesStore) -> None:
+    store.upsert_events([_event("a", _m(0), None, 5.0), _event("b", _m(200), _m(260), 9.0)])
+    store.upsert_events([_event("a", _m(0), _m(90), 7.0)])  # closed, new peak score
+    got = store.events(H0_TS, H0_TS + 5 * 3600, 10)
+    assert [(e.id, e.score) for e in got] == [("b", 9.0), ("a", 7.0)]
+    assert [e.id for e in store.events(_m(100).timestamp(), _m(150).timestamp(), 10)] == []
+    assert [e.id for e in store.events(_m(80).timestamp(), _m(100).timestamp(), 10)] == ["a"]
+    assert store.series(H0_TS, H0_TS + 4 * 3600, 3600)[0].events == 1
+
+
+def test_an_older_file_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE articles (id TEXT PRIMARY KEY, ts REAL, sentiment REAL, label TEXT, source TEXT)"
+    )
+    db.execute("INSERT INTO articles VALUES ('x', ?, 0.5, 'positive', 'old')", (H0_TS,))
+    db.commit()
+    db.close()
+    s = AggregatesStore(path)
+    s.add_new_articles([_analysed(1, _m(1), topic=2, story="s", cats=["technology"])])
+    window = s.series(H0_TS, H0_TS + 3600, 3600)[0]
+    assert (window.count, window.topics, window.stories) == (2, [2], 2)
+    assert [row[2] for row in s.articles_since(H0_TS)] == [-1, 2]
+    s.close()

@@ -11,6 +11,7 @@ import pytest
 from cluster.ids import BadURLError, article_id, tick_id
 from cluster.records import (
     DeadLetter,
+    NewsEvent,
     NewsItem,
     PriceTick,
     Record,
@@ -354,9 +355,74 @@ def _records() -> list[Record]:
 @pytest.mark.parametrize("record", _records(), ids=lambda r: type(r).__name__)
 def test_to_dict_from_dict_round_trip(record: Record) -> None:
     data = record.to_dict()
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == type(record).__dataclass_fields__["schema_version"].default
     assert type(record).from_dict(data) == record
-    assert type(record).from_dict({**data, "added_in_v2": [1, 2], "other": None}) == record
+    assert type(record).from_dict({**data, "added_in_v9": [1, 2], "other": None}) == record
+
+
+def _scored_v2() -> ScoredArticle:
+    return ScoredArticle.from_news(
+        _news(),
+        sentiment=0.4,
+        label="positive",
+        model="m",
+        confidence=0.8,
+        categories=["etf_institutional", "regulation"],
+        category_scores=[0.9, 0.6],
+        topic_id=3,
+        topic_label="etf approval sec",
+        story_id="abc",
+    )
+
+
+def test_scored_article_v2_fields_round_trip() -> None:
+    article = _scored_v2()
+    assert ScoredArticle.from_dict(article.to_dict()) == article
+    assert article.categories == ["etf_institutional", "regulation"]
+
+
+def test_version_1_scored_article_still_decodes_with_defaults() -> None:
+    data = _scored_v2().to_dict()
+    for name in ("confidence", "categories", "category_scores", "topic_id", "topic_label", "story_id"):
+        del data[name]
+    data["schema_version"] = 1
+    old = ScoredArticle.from_dict(data)
+    assert (old.categories, old.topic_id, old.story_id, old.confidence) == ([], -1, "", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("categories", "regulation", "expected list"),
+        ("categories", ["ok", 3], r"categories\[1\]: expected str"),
+        ("category_scores", [0.5, True], r"category_scores\[1\]: expected float"),
+        ("topic_id", 2.5, "expected int"),
+    ],
+)
+def test_list_and_new_fields_are_type_checked(field: str, value: object, message: str) -> None:
+    data = {**_scored_v2().to_dict(), field: value}
+    with pytest.raises(TypeError, match=message):
+        ScoredArticle.from_dict(data)
+
+
+def test_news_event_round_trip_and_time_checks() -> None:
+    event = NewsEvent(
+        id="e1",
+        kind="volume",
+        key="topic:3",
+        label="luna terra collapse",
+        keywords=["luna", "terra"],
+        start="2022-05-09T00:00:00Z",
+        peak="2022-05-10T12:00:00Z",
+        end=None,
+        peak_value=42.0,
+        baseline=3.0,
+        score=12.5,
+        examples=["a", "b"],
+    )
+    assert NewsEvent.from_dict(event.to_dict()) == event
+    with pytest.raises(ValueError, match="peak: not an ISO-8601 time"):
+        NewsEvent.from_dict({**event.to_dict(), "peak": "yesterday"})
 
 
 def test_to_dict_has_exact_fields() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cluster.records import DeadLetter, NewsItem, PriceTick, Record, ScoredArticle, WindowAggregate
+from cluster.records import DeadLetter, NewsEvent, NewsItem, PriceTick, Record, ScoredArticle, WindowAggregate
 from cluster.settings import BtcpulseSettings
 from cluster.topics import RecordSchema, Topic, Topics, avro_definition
 
@@ -72,8 +72,8 @@ def test_avro_definition_news_item() -> None:
         {"name": "summary", "type": "string"},
         {"name": "published_at", "type": "string"},
         {"name": "fetched_at", "type": "string"},
-        {"name": "time_estimated", "type": "boolean"},
-        {"name": "schema_version", "type": "long"},
+        {"name": "time_estimated", "type": "boolean", "default": False},
+        {"name": "schema_version", "type": "long", "default": 1},
     ]
 
 
@@ -176,6 +176,7 @@ def test_topics_from_settings_names_and_types() -> None:
         ("persistent://t/ns/x.news.scored", ScoredArticle),
         ("persistent://t/ns/x.aggregates", WindowAggregate),
         ("persistent://t/ns/x.deadletter", DeadLetter),
+        ("persistent://t/ns/x.events", NewsEvent),
     ]
 
 
@@ -195,3 +196,15 @@ def test_topic_decode_and_schema() -> None:
     decoded = topic.decode(schema.encode(tick))
     assert isinstance(decoded, PriceTick)
     assert decoded == tick
+
+
+def test_fields_added_in_version_2_carry_avro_defaults() -> None:
+    fields = {f["name"]: f for f in avro_definition(ScoredArticle)["fields"]}
+    assert fields["categories"] == {
+        "name": "categories",
+        "type": {"type": "array", "items": "string"},
+        "default": [],
+    }
+    assert fields["topic_id"]["default"] == -1
+    assert fields["story_id"]["default"] == ""
+    assert "default" not in fields["title"]  # required since version 1

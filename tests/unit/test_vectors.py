@@ -255,3 +255,52 @@ def test_open_vector_store_picks_backend(tmp_path: Path) -> None:
         assert isinstance(client, ClientVectorStore)
     finally:
         client.close()
+
+
+def _analysed(store: VectorStore) -> None:
+    extra = [
+        {"categories": ["regulation", "etf_institutional"], "topic_id": 1, "story_id": IDS[0]},
+        {"categories": ["mining_energy"], "topic_id": 2, "story_id": IDS[1]},
+        {"categories": ["etf_institutional"], "topic_id": 1, "story_id": IDS[0]},
+        {"categories": [], "topic_id": -1, "story_id": IDS[3]},
+    ]
+    store.upsert(IDS, VECTORS, [{**p, **e} for p, e in zip(PAYLOADS, extra, strict=True)])
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (SearchFilter(category="etf_institutional"), {IDS[0], IDS[2]}),
+        (SearchFilter(category="regulation"), {IDS[0]}),
+        (SearchFilter(topic_id=2), {IDS[1]}),
+        (SearchFilter(story_id=IDS[0]), {IDS[0], IDS[2]}),
+        (SearchFilter(category="etf_institutional", source="reddit"), set()),
+        (SearchFilter(topic_id=0), set()),
+    ],
+)
+def test_filters_on_analyses(store: VectorStore, flt: SearchFilter, expected: set[str]) -> None:
+    _analysed(store)
+    assert {h.id for h in store.search(np.ones(DIM, dtype=np.float32), 10, flt)} == expected
+    assert store.count(flt) == len(expected)
+
+
+def test_recent_returns_vectors_newest_first(store: VectorStore) -> None:
+    _analysed(store)
+    recent = store.recent(T0 + 100, limit=10)
+    assert recent.ids == [IDS[3], IDS[2], IDS[1]]
+    assert recent.ts == [T0 + 300, T0 + 200, T0 + 100]
+    np.testing.assert_allclose(recent.vectors, VECTORS[[3, 2, 1]], atol=1e-6)
+    assert recent.story_ids == [IDS[3], IDS[0], IDS[1]]
+    empty = store.recent(T0 + 1000, limit=10)
+    assert (empty.ids, empty.vectors.shape) == ([], (0, 0))
+
+
+def test_timeline_of_a_story_oldest_first(store: VectorStore) -> None:
+    _analysed(store)
+    assert [p["id"] for p in store.timeline(IDS[0])] == [IDS[0], IDS[2]]
+
+
+def test_vectors_by_id(filled: VectorStore) -> None:
+    got = filled.vectors([IDS[1], _id(99)])
+    assert list(got) == [IDS[1]]
+    np.testing.assert_allclose(got[IDS[1]], VECTORS[1], atol=1e-6)
