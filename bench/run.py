@@ -8,10 +8,11 @@ what :attr:`cluster.records.NewsItem.text` gives the models):
   ``onnx`` = ONNX Runtime fp32, ``onnx-int8`` = dynamically quantised int8) at batch sizes 16,
   32, 64, 128, with each backend's agreement with torch (cosine of its vectors to the torch
   ones at batch 32 on the same texts: mean and min);
-* ``sentiment.score`` -- :class:`models.sentiment.LexiconSentiment` alone;
+* ``sentiment.score`` -- :class:`models.sentiment.LexiconSentiment` alone, and
+  ``sentiment.predict`` -- the shipped sentiment model (MiniLM + LoRA) alone, batch 32;
 * ``analyze`` -- :func:`actors.analysis.analyze` with a :class:`models.pipeline.Analyzer`
-  (embed + lexicon sentiment + categories + the per-article fields, what the analysis consumer
-  runs per batch) at the batch size that was fastest for the torch embedder in this run (the
+  (embed + shipped sentiment + categories + the per-article fields, what the analysis consumer
+  runs per batch by default) at the batch size that was fastest for the torch embedder in this run (the
   consumer's default backend).
 
 The Markdown is a list of sections (:class:`Section`: a title, a table, notes); a new kind of
@@ -328,10 +329,12 @@ def report_sections(result: dict[str, Any]) -> list[Section]:
             ["measurement", "batch", "items/s (median)", "range", "CPU s / 1k items (median)"],
             model_rows,
             notes=[
-                f"`sentiment.score` ran interleaved with the backends (phase 1); `analyze` ran with the "
+                "`sentiment.score` (lexicon) and `sentiment.predict` (the shipped model) ran interleaved "
+                "with the backends (phase 1); `analyze` (the consumer's models as shipped) ran with the "
                 f"torch embedder at its fastest batch in phase 1 ({result['best_batch']}), interleaved "
-                "with that embedder alone (`paired`, phase 2); embed + sentiment predicted from those "
-                f"two parts: {_fmt(result['analyze_predicted_items_per_s'])} items/s (no categories in it)."
+                "with that embedder alone (`paired`, phase 2); embed + shipped sentiment predicted from "
+                f"those two parts: {_fmt(result['analyze_predicted_items_per_s'])} items/s (no "
+                "categories in it)."
             ],
         ),
     ]
@@ -423,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.embedder import Embedder
     from models.pipeline import Analyzer
     from models.sentiment import LexiconSentiment
+    from models.sentiment_model import load_sentiment
 
     items, available = load_items(data, args.texts)
     if not items:
@@ -437,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedders = {b: Embedder(backend=b) for b in args.backends}
     embedder = embedders["torch"]
     sentiment = LexiconSentiment()
+    shipped = load_sentiment("", device=embedder.device)  # what the consumer runs by default
     env = _environment(embedder)
     env["onnx"] = {b: _onnx_info(e) for b, e in embedders.items() if b != "torch"}
     stats = _text_stats(embedder, texts)
@@ -449,15 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for b in BATCH_SIZES
     ]
     senti = Measurement("sentiment.score", None, n)
+    senti_model = Measurement(f"sentiment.predict ({shipped.name})", 32, n)
     phase1: list[Call] = [
         (m, partial(embedders[str(m.backend)].encode, texts, batch_size=int(m.batch or 0))) for m in embeds
     ]
     phase1.append((senti, partial(sentiment.score, texts)))
+    phase1.append((senti_model, partial(shipped.predict, texts)))
     _log(f"{n} texts; phase 1: embedder {list(args.backends)} x batch {list(BATCH_SIZES)}, and sentiment")
     round_robin(
         phase1,
         [partial(embedders[str(m.backend)].encode, warm_texts, batch_size=int(m.batch or 0)) for m in embeds]
-        + [partial(sentiment.score, warm_texts)],
+        + [partial(sentiment.score, warm_texts), partial(shipped.predict, warm_texts)],
         args.repeats,
     )
     reference = next(m.output for m in embeds if m.backend == "torch" and m.batch == REFERENCE_BATCH)
@@ -467,13 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Phase 2: the consumer's function at the embedder's best batch size, interleaved with the
     # embedder alone at that size, so the two are compared under the same load.
-    # The consumer's Analyzer is built with the lexicon sentiment, the one measured in phase 1,
-    # so that the prediction from the parts below compares like with like.
+    # The consumer's Analyzer as it runs by default: the shipped sentiment model.
     best = max((m for m in embeds if m.backend == "torch"), key=lambda m: m.median)
     best_batch = int(best.batch or 0)
-    analyzer = Analyzer(
-        device=embedder.device, backend="torch", sentiment_model="lexicon", batch_size=best_batch
-    )
+    analyzer = Analyzer(device=embedder.device, backend="torch", batch_size=best_batch)
     paired = Measurement("embedder.encode (paired)", best_batch, n)
     both = Measurement("analyze (embed + sentiment + categories)", best_batch, n)
     _log(f"phase 2: analyze vs embedder alone at batch {best_batch}")
@@ -486,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.repeats,
     )
 
-    predicted = 1.0 / (1.0 / paired.median + 1.0 / senti.median)
+    predicted = 1.0 / (1.0 / paired.median + 1.0 / senti_model.median)
     date = started.date().isoformat()
     result: dict[str, Any] = {
         "date": date,
@@ -513,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "best_batch": best_batch,
         "analyze_predicted_items_per_s": round(predicted, 2),
-        "measurements": [m.to_dict() for m in [*embeds, senti, paired, both]],
+        "measurements": [m.to_dict() for m in [*embeds, senti, senti_model, paired, both]],
     }
 
     out: Path = args.out
