@@ -307,3 +307,21 @@ def test_training_is_deterministic_given_the_seed() -> None:
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_shipped_cv_report_beats_vader_on_every_fold() -> None:
+    """The committed 5-fold CV of the shipped configuration (``python -m models.train_sentiment
+    --cv 5``): the fine-tuned model beats VADER and the crypto lexicon on each fold, and the report
+    was made with the configuration the shipped adapter was trained with."""
+    folder = Path(__file__).resolve().parents[2] / "models" / "artifacts" / "sentiment-cryptolin"
+    report = json.loads((folder / "cv_report.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    assert report["folds"] == 5 and report["n"] == 1341
+    assert {k: v for k, v in report["config"].items() if k != "threads"} == {
+        k: v for k, v in config["train"].items() if k != "threads"
+    }
+    model, vader, lexicon = (report["models"][k] for k in ("minilm-lora", "vader", "vader+crypto"))
+    for ours, theirs in zip(model["fold_macro_f1"], vader["fold_macro_f1"], strict=True):
+        assert ours > theirs + 0.1
+    for ours, theirs in zip(model["fold_macro_f1"], lexicon["fold_macro_f1"], strict=True):
+        assert ours > theirs + 0.05
