@@ -4,6 +4,10 @@
     GET /api/search?q=&k=&start=&end=&source=&sentiment=&category=&topic=
                                          semantic similarity over stored articles
     GET /api/news/latest?limit=          newest scored articles first
+    GET /api/news?start=&end=&source=&sentiment=&category=&topic=&limit=&before=
+                                         scored articles, newest first, filtered, paged
+    GET /api/news/{id}                   one article
+    GET /api/news/{id}/similar?k=        the stored articles most like it
     GET /api/series?start=&end=&step=    time windows: counts, sentiment, OHLC price, topic
                                          shares, category counts, stories, events
     GET /api/events?start=&end=&limit=   volume/sentiment bursts overlapping the range
@@ -11,6 +15,10 @@
     GET /api/stories/{story_id}          a story's timeline (its articles, oldest first)
     GET /api/sources                     each live source's health
     GET /api/deadletters?limit=          messages that could not be processed, with the reason
+    GET /api/pipeline                    each consuming stage's backlog and progress
+    GET /metrics                         Prometheus text: totals and every actor's counters
+    GET /api/stream?kinds=&source=&sentiment=&category=&topic=
+                                         server-sent events: scored articles, aggregates, events
     GET /docs                            OpenAPI
     /dashboard                           the Panel/HoloViews dashboard (Bokeh sessions)
 
@@ -20,17 +28,21 @@ replica's :class:`ReadService`. One replica: Bokeh sessions live in one process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 
 from cluster.aggregates import parse_step
 from cluster.records import format_time
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter
+from serve.live import StreamFilter
 from serve.read import ReadService, epoch
 from serve.schemas import (
     ArticlePublic,
@@ -40,7 +52,10 @@ from serve.schemas import (
     EventPublic,
     EventsResponse,
     HealthResponse,
+    NewsPage,
     NewsResponse,
+    PipelineResponse,
+    PipelineStage,
     SearchHitPublic,
     SearchResponse,
     SeriesResponse,
@@ -58,11 +73,46 @@ DEFAULT_SPAN = timedelta(hours=24)
 
 
 _ARTICLE_KEYS = tuple(ArticlePublic.model_fields)
+_ID = "^[0-9a-fA-F-]{1,64}$"
 SENTIMENTS = ("negative", "neutral", "positive")
 
 
 def _article(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: payload[k] for k in _ARTICLE_KEYS if payload.get(k) is not None}
+
+
+def render_metrics(totals: Any, points: int, stats: dict[str, dict[str, Any]]) -> bytes:
+    """Prometheus exposition of the totals and of every numeric counter each actor reports."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    class Snapshot:
+        def collect(self) -> Any:
+            yield GaugeMetricFamily(
+                "btcpulse_articles", "articles in the aggregates store", value=totals.articles
+            )
+            yield GaugeMetricFamily(
+                "btcpulse_prices", "price points in the aggregates store", value=totals.prices
+            )
+            yield GaugeMetricFamily("btcpulse_vector_points", "points in the vector store", value=points)
+            if totals.last_ts is not None:
+                yield GaugeMetricFamily(
+                    "btcpulse_newest_data_timestamp_seconds",
+                    "publication time of the newest data",
+                    value=totals.last_ts,
+                )
+            actor = GaugeMetricFamily(
+                "btcpulse_actor_stat", "an actor's counter (see btcpulse status)", labels=["actor", "stat"]
+            )
+            for name, values in sorted(stats.items()):
+                for key, value in sorted(values.items()):
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        actor.add_metric([name, key], float(value))
+            yield actor
+
+    registry = CollectorRegistry()
+    registry.register(Snapshot())
+    return bytes(generate_latest(registry))
 
 
 def _range(start: datetime | None, end: datetime | None) -> SearchFilter:
@@ -107,7 +157,10 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
 
     @app.get("/api/search", response_model=SearchResponse)
     async def search(
-        q: Annotated[str, Query(min_length=1, max_length=500, description="free text")],
+        q: Annotated[str | None, Query(min_length=1, max_length=500, description="free text")] = None,
+        like: Annotated[
+            str | None, Query(max_length=64, pattern=_ID, description="an article id: more like it")
+        ] = None,
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         start: datetime | None = None,
         end: datetime | None = None,
@@ -125,9 +178,20 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
             category=category,
             topic_id=topic,
         )
-        hits = await reader.search(q, k, flt)
+        if (q is None) == (like is None):
+            raise HTTPException(
+                status_code=422, detail="give exactly one of q (text) or like (an article id)"
+            )
+        if like is not None:
+            found = await reader.similar(like, k, flt)
+            if found is None:
+                raise HTTPException(status_code=404, detail=f"no article {like}")
+            hits = found
+        else:
+            hits = await reader.search(str(q), k, flt)
         return SearchResponse(results=[SearchHitPublic(**_article(h.payload), score=h.score) for h in hits])
 
+    # Before /api/news/{article_id}, which would otherwise take "latest" for an id.
     @app.get("/api/news/latest", response_model=NewsResponse)
     async def latest(
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
@@ -135,6 +199,112 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
     ) -> NewsResponse:
         rows = await reader.latest(limit, SearchFilter(source=source) if source else None)
         return NewsResponse(results=[ArticlePublic(**_article(r)) for r in rows])
+
+    @app.get("/api/news", response_model=NewsPage)
+    async def news(
+        start: datetime | None = None,
+        end: datetime | None = None,
+        before: Annotated[
+            datetime | None,
+            Query(description="at or before this time; the next_before of the previous page"),
+        ] = None,
+        source: Annotated[str | None, Query(max_length=64)] = None,
+        sentiment: Annotated[str | None, Query(pattern="^(negative|neutral|positive)$")] = None,
+        category: Annotated[str | None, Query(max_length=64)] = None,
+        topic: Annotated[int | None, Query(ge=-1)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> NewsPage:
+        rng = _range(start, end)
+        end_ts = rng.end_ts
+        if before is not None:  # "at or before": times are kept to the millisecond
+            b = float(epoch(before) or 0.0) + 0.0005
+            end_ts = b if end_ts is None or b < end_ts else end_ts
+        flt = SearchFilter(
+            start_ts=rng.start_ts,
+            end_ts=end_ts,
+            source=source,
+            sentiment_label=sentiment,
+            category=category,
+            topic_id=topic,
+        )
+        rows = await reader.latest(limit, flt)
+        next_before = None
+        if len(rows) == limit:
+            # The articles of the page's oldest instant go to the next page whole (the cursor is
+            # inclusive), so none is skipped or shown twice; unless the whole page is one instant.
+            last = rows[-1]["published_ts"]
+            head = [r for r in rows if r["published_ts"] != last]
+            if head:
+                rows, next_before = head, rows[-1]["published_at"]
+            else:
+                next_before = format_time(last - 0.001)
+        return NewsPage(results=[ArticlePublic(**_article(r)) for r in rows], next_before=next_before)
+
+    @app.get("/api/news/{article_id}", response_model=ArticlePublic)
+    async def article(article_id: Annotated[str, Path(max_length=64, pattern=_ID)]) -> ArticlePublic:
+        rows = await reader.retrieve([article_id])
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"no article {article_id}")
+        return ArticlePublic(**_article(rows[0]))
+
+    @app.get("/api/news/{article_id}/similar", response_model=SearchResponse)
+    async def similar(
+        article_id: Annotated[str, Path(max_length=64, pattern=_ID)],
+        k: Annotated[int, Query(ge=1, le=100)] = 10,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> SearchResponse:
+        found = await reader.similar(article_id, k, _range(start, end))
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no article {article_id}")
+        return SearchResponse(results=[SearchHitPublic(**_article(h.payload), score=h.score) for h in found])
+
+    @app.get(
+        "/api/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+    )
+    async def stream(
+        request: Request,
+        kinds: Annotated[
+            str, Query(max_length=64, pattern="^(article|aggregate|event)(,(article|aggregate|event))*$")
+        ] = "article,aggregate,event",
+        source: Annotated[str | None, Query(max_length=64)] = None,
+        sentiment: Annotated[str | None, Query(pattern="^(negative|neutral|positive)$")] = None,
+        category: Annotated[str | None, Query(max_length=64)] = None,
+        topic: Annotated[int | None, Query(ge=-1)] = None,
+    ) -> StreamingResponse:
+        """Live updates as they are written: ``event: article|aggregate|event``, ``data: {json}``
+        (the records as on their topics); a comment line every 15 s keeps proxies from closing
+        an idle stream. Filters apply to articles."""
+        flt = StreamFilter(frozenset(kinds.split(",")), source, sentiment, category, topic)
+        sub = reader.live().subscribe(flt)
+
+        async def events() -> Any:
+            try:
+                yield ": btcpulse live stream\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        update = await asyncio.wait_for(sub.queue.get(), timeout=15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield update.sse()
+            finally:
+                sub.close()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        totals = await reader.totals()
+        stats = await reader.actor_stats()
+        live = reader.live()
+        stats["serve-live-feed"] = {**live.stats, "subscribers": live.subscribers}
+        body = render_metrics(totals, await reader.count(), stats)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/series", response_model=SeriesResponse)
     async def series(
@@ -225,7 +395,7 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
 
     @app.get("/api/stories/{story_id}", response_model=StoryResponse)
     async def story(
-        story_id: Annotated[str, Path(min_length=1, max_length=64, pattern="^[0-9a-fA-F-]+$")],
+        story_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_ID)],
         limit: Annotated[int, Query(ge=1, le=500)] = 200,
     ) -> StoryResponse:
         rows = await reader.timeline(story_id, limit)
@@ -238,6 +408,22 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
         fields = SourcePublic.model_fields
         rows = [{k: v for k, v in row.items() if k in fields} for row in await reader.sources()]
         return SourcesResponse(sources=[SourcePublic(**row) for row in rows])
+
+    @app.get("/api/pipeline", response_model=PipelineResponse)
+    async def pipeline() -> PipelineResponse:
+        """Each consuming stage: broker backlog, unacknowledged, processed, last batch time."""
+        rows = await reader.pipeline()
+        return PipelineResponse(
+            stages=[
+                PipelineStage(
+                    **{
+                        **r,
+                        "last_batch_at": format_time(r["last_batch_at"]) if r["last_batch_at"] else None,
+                    }
+                )
+                for r in rows
+            ]
+        )
 
     @app.get("/api/deadletters", response_model=DeadLettersResponse)
     async def deadletters(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DeadLettersResponse:

@@ -7,6 +7,7 @@ aggregator actor, and query embeddings from a model loaded once in this process.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,9 @@ from cluster.aggregates import Totals
 from cluster.records import DeadLetter, NewsEvent, WindowAggregate
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter, VectorHit
+from serve.live import LiveFeed
+
+log = logging.getLogger(__name__)
 
 VECTOR_STORE = "vector-store"
 AGGREGATOR = "aggregator"
@@ -43,10 +47,17 @@ class ReadService:
         self._topic_model = ray.get_actor(TOPIC_MODEL, namespace=settings.ray_namespace)
         # One thread: a query is one short sentence; the analysis actor owns the cores.
         torch_threads(1)
+        self._live: LiveFeed | None = None
         self._embedder = Embedder(
             settings.embedding_model, device=settings.device, backend=settings.embed_backend
         )
         self._embed_lock = asyncio.Lock()
+
+    def live(self) -> LiveFeed:
+        """The replica's live feed (created on first use, on the serving event loop)."""
+        if self._live is None:
+            self._live = LiveFeed(self.settings, asyncio.get_running_loop())
+        return self._live
 
     async def embed(self, text: str) -> Any:
         async with self._embed_lock:
@@ -83,6 +94,61 @@ class ReadService:
 
     async def timeline(self, story_id: str, limit: int) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await self._store.timeline.remote(story_id, limit)
+        return rows
+
+    async def similar(self, article_id: str, k: int, flt: SearchFilter) -> list[VectorHit] | None:
+        """Articles most like a stored one (itself left out); ``None`` when it is not stored."""
+        vectors: dict[str, Any] = await self._store.vectors.remote([article_id])
+        if article_id not in vectors:
+            return None
+        hits: list[VectorHit] = await self._store.search.remote(vectors[article_id], k + 1, flt)
+        return [h for h in hits if h.id != article_id][:k]
+
+    async def actor_stats(self) -> dict[str, dict[str, Any]]:
+        """Each named actor's ``stats()`` (an actor that does not answer in 5 s is left out)."""
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == self.settings.ray_namespace and not a["name"].startswith("replay")
+        ]
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            try:
+                handle = ray.get_actor(name, namespace=self.settings.ray_namespace)
+                stats: Any = await asyncio.wait_for(handle.stats.remote(), timeout=5)
+            except Exception as exc:  # restarting, or no stats method: skip it this time
+                log.debug("no stats from %s: %s", name, exc)
+                continue
+            if isinstance(stats, dict):
+                out[name] = stats
+        return out
+
+    async def pipeline(self) -> list[dict[str, Any]]:
+        """Each consuming stage's health: its subscription's backlog on the broker, messages
+        processed, and when it last finished a batch (epoch seconds, 0 if never)."""
+        from cluster.pulsar_admin import subscription_backlog
+        from cluster.topics import Topics
+
+        topics = Topics.from_settings(self.settings)
+        stages = [
+            ("analysis", topics.news_raw.name, "analysis", "analysis-"),
+            ("aggregator", topics.news_scored.name, "aggregator", "aggregator"),
+        ]
+        stats = await self.actor_stats()
+        rows = []
+        for stage, topic, subscription, prefix in stages:
+            backlog = await asyncio.to_thread(subscription_backlog, self.settings, topic, subscription)
+            mine = [v for k, v in stats.items() if k.startswith(prefix)]
+            rows.append(
+                {
+                    "stage": stage,
+                    "actors": len(mine),
+                    "backlog": backlog.backlog if backlog else None,
+                    "unacked": backlog.unacked if backlog else None,
+                    "processed": sum(int(v.get("processed", v.get("articles", 0))) for v in mine),
+                    "last_batch_at": max((float(v.get("last_batch_at", 0.0)) for v in mine), default=0.0),
+                }
+            )
         return rows
 
     async def totals(self) -> Totals:

@@ -33,6 +33,13 @@ class NewsResponse(BaseModel):
     results: list[ArticlePublic]
 
 
+class NewsPage(BaseModel):
+    results: list[ArticlePublic] = Field(description="newest first")
+    next_before: str | None = Field(
+        description="pass as before= for the next page; null when this page is the last"
+    )
+
+
 class BucketPublic(BaseModel):
     start: str
     count: int
@@ -143,3 +150,16 @@ class TopicsResponse(BaseModel):
 class StoryResponse(BaseModel):
     story_id: str
     timeline: list[ArticlePublic] = Field(description="the story's articles, oldest first")
+
+
+class PipelineStage(BaseModel):
+    stage: str = Field(description="analysis or aggregator")
+    actors: int = Field(description="actors of the stage answering")
+    backlog: int | None = Field(description="messages its subscription has not acknowledged (null: unknown)")
+    unacked: int | None = Field(description="delivered, not yet acknowledged")
+    processed: int = Field(description="messages processed since the actors started")
+    last_batch_at: str | None = Field(description="when the stage last finished a batch")
+
+
+class PipelineResponse(BaseModel):
+    stages: list[PipelineStage]
