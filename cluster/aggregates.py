@@ -118,6 +118,11 @@ SELECT CAST((ts - :first) / :step AS INTEGER) AS b, category, COUNT(*) AS n
 FROM article_categories WHERE ts >= :first AND ts < :end GROUP BY b, category
 ORDER BY b, n DESC, category
 """
+_SOURCES_SQL = """
+SELECT CAST((ts - :first) / :step AS INTEGER) AS b, source, COUNT(*) AS n
+FROM articles WHERE ts >= :first AND ts < :end GROUP BY b, source
+ORDER BY b, n DESC, source
+"""
 _STORIES_SQL = """
 SELECT CAST((ts - :first) / :step AS INTEGER) AS b,
        COUNT(DISTINCT CASE WHEN story_id = '' THEN id ELSE story_id END)
@@ -281,8 +286,16 @@ class AggregatesStore:
             raise ValueError(f"{n} buckets requested; at most {MAX_BUCKETS} (use a larger step)")
         params = {"first": first, "step": step_s, "end": end}
         with self._lock:
-            queries = (_NEWS_SQL, _OPEN_SQL, _CLOSE_SQL, _RANGE_SQL, _TOPICS_SQL, _CATEGORIES_SQL)
-            news, opens, closes, ranges, topics, categories = (
+            queries = (
+                _NEWS_SQL,
+                _OPEN_SQL,
+                _CLOSE_SQL,
+                _RANGE_SQL,
+                _TOPICS_SQL,
+                _CATEGORIES_SQL,
+                _SOURCES_SQL,
+            )
+            news, opens, closes, ranges, topics, categories, sources = (
                 self._db.execute(sql, params).fetchall() for sql in queries
             )
             stories = dict(self._db.execute(_STORIES_SQL, params).fetchall())
@@ -293,6 +306,9 @@ class AggregatesStore:
         by_category: dict[int, list[tuple[str, int]]] = {}
         for b, category, size in categories:
             by_category.setdefault(b, []).append((category, size))
+        by_source: dict[int, list[tuple[str, int]]] = {}
+        for b, source, size in sources:
+            by_source.setdefault(b, []).append((source, size))
         by_news = {r[0]: r for r in news}
         by_open = {r[0]: r[1] for r in opens}
         by_close = {r[0]: r[1] for r in closes}
@@ -320,6 +336,8 @@ class AggregatesStore:
                     category_counts=[n for _, n in by_category.get(i, [])],
                     stories=int(stories.get(i, 0)),
                     events=int(events.get(i, 0)),
+                    sources=[s for s, _ in by_source.get(i, [])],
+                    source_counts=[n for _, n in by_source.get(i, [])],
                 )
             )
         return out

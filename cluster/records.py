@@ -392,6 +392,8 @@ class WindowAggregate(Record):
     category_counts: list[int] = field(default_factory=list)
     stories: int = 0  # distinct stories among the window's articles
     events: int = 0  # events that started in the window
+    sources: list[str] = field(default_factory=list)  # sources seen in the window, largest first
+    source_counts: list[int] = field(default_factory=list)  # articles per source, same order
 
 
 @dataclass(frozen=True, slots=True)

@@ -350,6 +350,8 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
                     category_counts=w.category_counts,
                     stories=w.stories,
                     events=w.events,
+                    sources=w.sources,
+                    source_counts=w.source_counts,
                 )
                 for w in windows
             ],

@@ -57,6 +57,8 @@ class BucketPublic(BaseModel):
     category_counts: list[int] = Field(default_factory=list)
     stories: int = Field(0, description="distinct stories among the window's articles")
     events: int = Field(0, description="events that started in the window")
+    sources: list[str] = Field(default_factory=list, description="sources seen in the window, largest first")
+    source_counts: list[int] = Field(default_factory=list)
 
 
 class SeriesResponse(BaseModel):

@@ -287,6 +287,21 @@ def test_windows_carry_topic_shares_categories_and_stories(store: AggregatesStor
     assert (second.topics, second.categories, second.stories) == ([5], ["mining_energy"], 1)
 
 
+def test_windows_count_articles_per_source(store: AggregatesStore) -> None:
+    store.add_articles(
+        [
+            _article(1, _m(1), 0.1, "positive", source="decrypt"),
+            _article(2, _m(2), 0.1, "positive", source="coindesk"),
+            _article(3, _m(3), 0.1, "positive", source="coindesk"),
+            _article(4, _m(70), 0.1, "positive", source="decrypt"),
+        ]
+    )
+    first, second = store.series(H0_TS, H0_TS + 7200, 3600)
+    assert (first.sources, first.source_counts) == (["coindesk", "decrypt"], [2, 1])  # largest first
+    assert (second.sources, second.source_counts) == (["decrypt"], [1])
+    assert sum(first.source_counts) == first.count
+
+
 def _event(eid: str, start: datetime, end: datetime | None, score: float) -> NewsEvent:
     return NewsEvent(
         id=eid,
