@@ -270,8 +270,15 @@ def test_stream_pushes_articles_as_they_are_written(stack, replayed, news_csv: P
 
 
 def test_pipeline_health(stack, replayed) -> None:
-    stages = {s["stage"]: s for s in stack.get("/api/pipeline").json()["stages"]}
-    assert set(stages) == {"analysis", "aggregator"}
-    assert stages["analysis"]["actors"] == 1 and stages["analysis"]["processed"] >= N_NEWS
-    assert stages["analysis"]["backlog"] == 0 and stages["aggregator"]["backlog"] == 0
-    assert stages["analysis"]["last_batch_at"] is not None
+    def stages() -> dict[str, dict]:
+        return {s["stage"]: s for s in stack.get("/api/pipeline").json()["stages"]}
+
+    # an earlier test's last messages may still be on their way through
+    drained = stack.wait_for(
+        "both stages' backlogs to drain",
+        lambda: (got := stages())["analysis"]["backlog"] == 0 and got["aggregator"]["backlog"] == 0 and got,
+        timeout=120,
+    )
+    assert set(drained) == {"analysis", "aggregator"}
+    assert drained["analysis"]["actors"] == 1 and drained["analysis"]["processed"] >= N_NEWS
+    assert drained["analysis"]["last_batch_at"] is not None
