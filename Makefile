@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 REPLAY_NEWS   := $(DATA)/crypto_news_2021_2022/cryptonews.csv
 REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 
-.PHONY: up down status install system-deps test unit lint bench lock clean
+.PHONY: up down status install system-deps test unit lint bench screenshot memtest lock clean
 
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
@@ -78,6 +78,10 @@ system-deps:
 test: install lint
 	$(BIN)/python -m pytest tests
 
+## memtest: the dashboard's memory over a 10-minute live stream (BTCPULSE_MEMORY_MINUTES)
+memtest: install
+	$(BIN)/python -m pytest -m long tests/browser/test_dashboard_memory.py
+
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
@@ -88,6 +92,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+## screenshot: the running dashboard (after make up) as docs/dashboard.png, for the README
+screenshot:
+	$(BIN)/python -m ui.screenshot --url http://127.0.0.1:8000/dashboard --out docs/dashboard.png
 
 ## lock: re-resolve requirements.lock from the pins in pyproject.toml
 lock:

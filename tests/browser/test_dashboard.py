@@ -90,9 +90,10 @@ def test_dashboard_renders_and_updates_live(stack, page, news_csv: Path, tmp_pat
     stack.wait_for("the first articles to be counted", lambda: stored() >= before + 40)
     page.goto(stack.api + "/dashboard")
     # Bokeh renders inside shadow roots; Playwright's CSS locators pierce them.
-    page.locator(".bk-Figure").nth(2).wait_for(timeout=60_000)
+    page.locator(".bk-Figure").nth(5).wait_for(timeout=60_000)
     stack.wait_for("the status line to count articles", lambda: _articles_shown(page) > 0, timeout=60)
-    assert page.locator(".bk-Figure").count() == 3, "price, sentiment and volume charts"
+    # price with sentiment, volume by source, sentiment share, topic river, categories, lead/lag
+    assert page.locator(".bk-Figure").count() == 6
     time.sleep(1.5)  # one refresh period, so the first data is drawn
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-before.png"), full_page=True)
@@ -111,3 +112,98 @@ def test_dashboard_renders_and_updates_live(stack, page, news_csv: Path, tmp_pat
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert after_plot != before_plot, "the charts did not change while data arrived"
     assert _articles_shown(page) == stack.get("/healthz").json()["articles"]
+
+
+XSS_TITLE = (
+    "Bitcoin &lt;img src=x onerror=window.__xss=1&gt; test &lt;script&gt;window.__xss=2&lt;/script&gt; rally"
+)
+
+
+def test_hostile_title_renders_as_text_and_search_finds_news(stack, page, tmp_path: Path) -> None:
+    # Entities decode once at ingestion, so the stored title holds a literal <img ...> and <script>.
+    now = datetime.now(UTC)
+    item = {
+        "published_at": now.isoformat(),
+        "source": "xss-check",
+        "url": "https://example.com/xss-check",
+        "title": XSS_TITLE,
+        "summary": "A test of how the dashboard shows text from the internet.",
+    }
+    path = tmp_path / "xss.jsonl"
+    path.write_text(json.dumps(item) + "\n")
+    stored = lambda: stack.get("/healthz").json()["articles"]  # noqa: E731
+    before = stored()
+    stack.cli("replay", str(path))
+    stack.wait_for("the hostile article to be stored", lambda: stored() > before)
+    page.goto(stack.api + "/dashboard")
+    literal = "<img src=x onerror=window.__xss=1> test <script>window.__xss=2</script> rally"
+    cell = page.locator(
+        ".tabulator-cell[tabulator-field='title']", has_text="<script>window.__xss=2</script>"
+    )
+    cell.first.wait_for(timeout=60_000)
+    assert literal in cell.first.inner_text()
+    assert page.evaluate("window.__xss") is None, "a title ran as code"
+    assert page.locator(".tabulator-cell[tabulator-field='title'] img").count() == 0
+
+    box = page.locator("input[placeholder^='Search similar news']")
+    box.fill("how the dashboard shows text from the internet")
+    box.press("Enter")
+    hit = page.locator(".tabulator-cell[tabulator-field='score']").first
+    hit.wait_for(timeout=60_000)
+    titles = page.locator(".tabulator-row", has=page.locator(".tabulator-cell[tabulator-field='score']"))
+    assert "window.__xss=2" in titles.first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-search.png"), full_page=True)
+
+
+# The figures' shared time axis, read from the page's Bokeh document: the span (ms) of every
+# datetime x range (one per linked group of charts).
+X_SPANS_JS = """() => {
+  const spans = [];
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const name = m.type ?? m.constructor.__name__;
+      if (name === "Range1d" && typeof m.start === "number" && m.start > 1e12) spans.push(m.end - m.start);
+    }
+  }
+  return spans;
+}"""
+
+
+def _time_span_h(page) -> float:
+    spans = page.evaluate(X_SPANS_JS)
+    return max(spans) / 3_600_000 if spans else 0.0
+
+
+def _status(page) -> str:
+    return page.locator("text=/articles ·/").first.inner_text(timeout=30_000)
+
+
+def test_live_window_and_history_range_change_the_axes(stack, page) -> None:
+    page.goto(stack.api + "/dashboard")
+    page.locator(".bk-Figure").nth(5).wait_for(timeout=60_000)
+    stack.wait_for("the live 7-day window", lambda: "live 7 days" in _status(page), timeout=60)
+    stack.wait_for("a 7-day time axis", lambda: 160 <= _time_span_h(page) <= 180, timeout=60)
+
+    page.get_by_role("button", name="24 hours", exact=True).click()
+    stack.wait_for(
+        "the live 24-hour window", lambda: "live 24 hours · 15m buckets" in _status(page), timeout=30
+    )
+    stack.wait_for("a 24-hour time axis", lambda: 23 <= _time_span_h(page) <= 25.5, timeout=30)
+
+    # History: a range typed into the picker (UTC) sets the axes and the bucket step.
+    first = datetime.fromisoformat(stack.get("/healthz").json()["first_at"].replace("Z", "+00:00"))
+    lo = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = lo + timedelta(days=3)
+    page.get_by_role("button", name="History", exact=True).click()
+    picker = page.locator("input.flatpickr-input:visible, input.bk-input.form-control:visible").last
+    picker.wait_for(timeout=30_000)
+    picker.fill(f"{lo:%Y-%m-%d %H:%M:%S} to {hi:%Y-%m-%d %H:%M:%S}")
+    picker.press("Enter")
+    shown = f"history {lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC · 15m buckets"
+    stack.wait_for("the picked history range", lambda: shown in _status(page), timeout=30)
+    stack.wait_for("a 3-day time axis", lambda: 71 <= _time_span_h(page) <= 73, timeout=30)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"), full_page=True)
+
+    page.get_by_role("button", name="Live", exact=True).click()  # back to the moving window
+    stack.wait_for("the live window again", lambda: "live 24 hours" in _status(page), timeout=30)
