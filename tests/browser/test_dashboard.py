@@ -207,3 +207,27 @@ def test_live_window_and_history_range_change_the_axes(stack, page) -> None:
 
     page.get_by_role("button", name="Live", exact=True).click()  # back to the moving window
     stack.wait_for("the live window again", lambda: "live 24 hours" in _status(page), timeout=30)
+
+
+def test_open_tabs_share_one_pulsar_reader_per_stream(stack, page) -> None:
+    """However many tabs are open, the broker serves one live reader per stream per replica."""
+    from cluster.pulsar_admin import topic_stats
+    from cluster.topics import Topics
+
+    topics = Topics.from_settings(stack.settings())
+    tabs = [page.context.browser.new_page() for _ in range(3)]
+    try:
+        for tab in tabs:
+            tab.goto(stack.api + "/dashboard")
+        for tab in tabs:
+            tab.locator(".bk-Figure").nth(5).wait_for(timeout=60_000)
+
+        def readers(topic: str) -> list[str]:
+            stats = topic_stats(stack.settings(), topic) or {}
+            return [name for name in stats.get("subscriptions", {}) if name.startswith("reader")]
+
+        for topic in (topics.news_scored.name, topics.aggregates.name, topics.events.name):
+            assert len(readers(topic)) == 1, (topic, readers(topic))
+    finally:
+        for tab in tabs:
+            tab.close()
