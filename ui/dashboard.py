@@ -489,14 +489,7 @@ class Dashboard:
             button_type="light",
         )
         self.query = pn.widgets.TextInput(placeholder="Search similar news in this window…", width=420)
-        self.results = pn.widgets.Tabulator(
-            search_frame([]),
-            show_index=False,
-            disabled=True,
-            sizing_mode="stretch_width",
-            height=240,
-            formatters={"url": {"type": "link", "target": "_blank", "label": "open"}},
-        )
+        self.results = _table(search_frame([]), 240)
         self.query.param.watch(lambda _e: pn.state.execute(self.search), "value")
         self._range: tuple[float, float] | None = None
         # News filters, applied by the store (SearchFilter) together with the chart's range.
@@ -511,16 +504,8 @@ class Dashboard:
         # topics by label (the topic model's ids), filled as topics appear
         self.topic = pn.widgets.Select(name="Topic", options={ALL: ALL}, value=ALL, width=260)
         self._sources_seen: set[str] = set()
-        self.table = pn.widgets.Tabulator(
-            news_frame([]),
-            show_index=False,
-            disabled=True,
-            selectable=1,
-            sizing_mode="stretch_width",
-            height=360,
-            formatters={"url": {"type": "link", "target": "_blank", "label": "open"}},
-            widths={"title": 520},
-            hidden_columns=HIDDEN_NEWS_COLUMNS,
+        self.table = _table(
+            news_frame([]), 360, selectable=1, widths={"title": 520}, hidden_columns=HIDDEN_NEWS_COLUMNS
         )
         self.table.on_click(self._clicked)
         # The clicked article: its nearest neighbours and its story's timeline.
@@ -529,35 +514,12 @@ class Dashboard:
             "Click an article in the table to see similar articles and its story.",
             sizing_mode="stretch_width",
         )
-        self.similar = pn.widgets.Tabulator(
-            search_frame([]),
-            show_index=False,
-            disabled=True,
-            sizing_mode="stretch_width",
-            height=280,
-            formatters={"url": {"type": "link", "target": "_blank", "label": "open"}},
-        )
-        self.timeline = pn.widgets.Tabulator(
-            news_frame([]),
-            show_index=False,
-            disabled=True,
-            sizing_mode="stretch_width",
-            height=280,
-            formatters={"url": {"type": "link", "target": "_blank", "label": "open"}},
-            hidden_columns=HIDDEN_NEWS_COLUMNS,
-        )
-        self.sources = pn.widgets.Tabulator(
-            sources_frame([]), show_index=False, disabled=True, sizing_mode="stretch_width", height=220
-        )
-        self.pipeline = pn.widgets.Tabulator(
-            pipeline_frame([]), show_index=False, disabled=True, sizing_mode="stretch_width", height=120
-        )
-        self.events = pn.widgets.Tabulator(
-            events_frame([]), show_index=False, disabled=True, sizing_mode="stretch_width", height=240
-        )
-        self.topics = pn.widgets.Tabulator(
-            topics_frame([], {}), show_index=False, disabled=True, sizing_mode="stretch_width", height=240
-        )
+        self.similar = _table(search_frame([]), 280)
+        self.timeline = _table(news_frame([]), 280, hidden_columns=HIDDEN_NEWS_COLUMNS)
+        self.sources = _table(sources_frame([]), 220)
+        self.pipeline = _table(pipeline_frame([]), 120)
+        self.events = _table(events_frame([]), 240)
+        self.topics = _table(topics_frame([], {}), 240)
         self._topic_labels: dict[int, str] = {}
         self._sent: dict[str, pd.DataFrame] = {}
         self._ticks = 0
@@ -776,6 +738,20 @@ def mood_chip(label: str, score: float | None) -> str:
     return (
         f'<span class="btcpulse-mood" style="background:{MOOD_COLORS[label]};color:white;'
         f'padding:4px 10px;border-radius:12px;font-weight:600">News mood: {label}{shown}</span>'
+    )
+
+
+def _table(frame: pd.DataFrame, height: int, **extra: Any) -> pn.widgets.Tabulator:
+    """A read-only table; a ``url`` column shows as an "open" link (a new tab)."""
+    links = {"url": {"type": "link", "target": "_blank", "label": "open"}} if "url" in frame else {}
+    return pn.widgets.Tabulator(
+        frame,
+        show_index=False,
+        disabled=True,
+        sizing_mode="stretch_width",
+        height=height,
+        formatters=links,
+        **extra,
     )
 
 
