@@ -95,7 +95,7 @@ bench: install
 
 ## screenshot: the running dashboard (after make up) as docs/dashboard.png, for the README
 screenshot:
-	$(BIN)/python -m ui.screenshot --url http://127.0.0.1:8000/dashboard --out docs/dashboard.png
+	$(BIN)/python -m ui.screenshot --url http://127.0.0.1:8000/dashboard --out docs/dashboard.png --query "SEC decision on a bitcoin ETF"
 
 ## lock: re-resolve requirements.lock from the pins in pyproject.toml
 lock:

@@ -428,7 +428,9 @@ class Dashboard:
         ).opts(multi_y=True, xaxis=None, **{**opts, "height": 280})
         volume = hv.DynamicMap(
             lambda data: stacked_bars(*data).opts(
-                hv.opts.Rectangles(xaxis=None, line_alpha=0, ylabel="articles", padding=(0, 0.05), **opts),
+                hv.opts.Rectangles(
+                    xaxis=None, line_alpha=0, ylabel="articles", padding=(0, (0, 0.05)), **opts
+                ),
                 hv.opts.Overlay(legend_position="left"),
             ),
             streams=[self.source_pipe],
@@ -438,7 +440,7 @@ class Dashboard:
                 share_bars_frame(data), list(SHARES), list(SHARES.values()), y="share"
             ).opts(
                 hv.opts.Rectangles(
-                    xaxis=None, line_alpha=0, ylabel="share of articles", padding=(0, 0.05), **opts
+                    xaxis=None, line_alpha=0, ylabel="share of articles", padding=(0, (0, 0.05)), **opts
                 ),
                 hv.opts.Overlay(legend_position="left"),
             ),
@@ -446,7 +448,9 @@ class Dashboard:
         )
         river = hv.DynamicMap(
             lambda data: topic_river(*data).opts(
-                hv.opts.Area(xaxis=None, ylim=(0, None), line_alpha=0, **opts),
+                hv.opts.Rectangles(
+                    xaxis=None, line_alpha=0, ylabel="topic share", padding=(0, (0, 0.05)), **opts
+                ),
                 hv.opts.Overlay(legend_position="left"),
             ),
             streams=[self.river_pipe],
@@ -763,22 +767,21 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 
 
 def topic_river(frame: pd.DataFrame, labels: list[str]) -> hv.Overlay:
-    """The top topics' shares stacked over time, one area per topic (labelled in the legend)."""
-    colors = hv.Cycle("Category10").values
-    areas = [
-        hv.Area(frame, "time", (f"t{i}", "topic share"), label=label).opts(color=colors[i % len(colors)])
-        for i, label in enumerate(labels)
-    ]
-    if not areas:  # no topics yet: an empty area keeps the axis
-        areas = [hv.Area(pd.DataFrame({"time": frame["time"], "t0": 0.0}), "time", ("t0", "topic share"))]
-    return stack(areas)
+    """The top topics' shares of each bucket stacked as bars, one colour and legend entry per
+    topic (its keyword label); a bucket without news has no bar."""
+    return stacked_bars(river_bars_frame(frame, labels), labels, y="topic_share")
 
 
-def stack(areas: list[hv.Area]) -> hv.Overlay:
-    """Areas stacked on each other; without data, left unstacked (stacking would drop them all
-    and the chart would never be drawn)."""
-    overlay = hv.Overlay(areas)
-    return hv.Area.stack(overlay) if any(len(a) for a in areas) else overlay
+def river_bars_frame(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The river's wide frame (time, t0, t1, ...) as stacked rectangles (layer: the label)."""
+    times = frame["time"]
+    width = times.iloc[1] - times.iloc[0] if len(frame) >= 2 else pd.Timedelta(minutes=1)
+    rows: list[dict[str, Any]] = []
+    for i in range(len(frame)):
+        start = pd.Timestamp(times.iloc[i])
+        layers = [(label, float(frame[f"t{k}"].iloc[i])) for k, label in enumerate(labels)]
+        rows += _stack(start, start + width, layers)
+    return _bars(rows)
 
 
 def search_frame(hits: list[Any]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Screenshot of a running dashboard in headless Chromium (Debian's package, via Playwright).
 
-    python -m ui.screenshot [--url http://127.0.0.1:8000/dashboard] [--out docs/dashboard.png]
+    python -m ui.screenshot [--url http://127.0.0.1:8000/dashboard] [--out docs/dashboard.png] [--query TEXT]
 
 It waits until the status line counts articles and every chart is drawn, lets one refresh
 pass, and writes a full-page PNG. The README's screenshot is made this way from a
@@ -19,8 +19,17 @@ from pathlib import Path
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
-def take(url: str, out: Path, *, width: int = 1400, height: int = 1300, settle_s: float = 3.0) -> int:
-    """Write the screenshot; returns the article count the page showed."""
+def take(
+    url: str,
+    out: Path,
+    *,
+    query: str = "",
+    width: int = 1400,
+    height: int = 2400,
+    settle_s: float = 3.0,
+) -> int:
+    """Write the screenshot (after searching ``query`` when given); returns the article count
+    the page showed."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,6 +50,11 @@ def take(url: str, out: Path, *, width: int = 1400, height: int = 1300, settle_s
             if count:
                 break
             time.sleep(1)
+        if query:
+            box = page.locator("input[placeholder^='Search similar news']")
+            box.fill(query)
+            box.press("Enter")
+            page.locator(".tabulator-cell[tabulator-field='score']").first.wait_for(timeout=60_000)
         time.sleep(settle_s)
         page.screenshot(path=str(out), full_page=True)
         browser.close()
@@ -51,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000/dashboard")
     parser.add_argument("--out", type=Path, default=Path("docs/dashboard.png"))
+    parser.add_argument("--query", default="", help="search this in the search box first")
     args = parser.parse_args(argv)
-    count = take(args.url, args.out)
+    count = take(args.url, args.out, query=args.query)
     sys.stdout.write(f"{args.out}: {count} articles on the page\n")
     return 0 if count else 1
 

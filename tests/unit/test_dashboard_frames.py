@@ -22,6 +22,7 @@ from ui.dashboard import (
     mood,
     news_frame,
     pipeline_frame,
+    river_bars_frame,
     river_frame,
     share_bars_frame,
     source_volume_frame,
@@ -236,3 +237,19 @@ def test_mood_is_the_weighted_sentiment_of_the_latest_news() -> None:
     assert mood(frame, buckets=3)[0] == "bearish"  # the -0.9 bucket of 10 articles weighs in
     assert mood(frame.assign(sentiment_mean=0.05), buckets=3) == ("neutral", pytest.approx(0.05))
     assert mood(frame.iloc[:0]) == ("no news", None)
+
+
+def test_river_bars_stack_the_top_topics_shares() -> None:
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(["2022-05-11 10:00", "2022-05-11 11:00"]),
+            "t0": [0.5, 0.0],
+            "t1": [0.25, 0.0],
+        }
+    )
+    bars = river_bars_frame(frame, ["terra, luna", "ukraine, russia"])
+    assert bars[["layer", "y0", "y1"]].values.tolist() == [
+        ["terra, luna", 0.0, 0.5],
+        ["ukraine, russia", 0.5, 0.75],
+    ]
+    assert (bars["time_end"] - bars["time"] == pd.Timedelta(hours=1)).all()
