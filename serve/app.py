@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 
@@ -311,11 +311,26 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
         start: datetime | None = None,
         end: datetime | None = None,
         step: Annotated[str, Query(max_length=8, description="1m, 5m, 15m, 1h, 6h, 1d ...")] = "1h",
-    ) -> SeriesResponse:
+        fields: Annotated[
+            str | None,
+            Query(
+                max_length=300,
+                description="comma-separated bucket fields to return (start is always returned); "
+                "default: all",
+            ),
+        ] = None,
+    ) -> SeriesResponse | JSONResponse:
         try:
             step_s = parse_step(step)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+        chosen = None
+        if fields is not None:
+            chosen = {"start", *(f.strip() for f in fields.split(",") if f.strip())}
+            unknown = sorted(chosen - set(BucketPublic.model_fields))
+            if unknown:
+                known = ", ".join(BucketPublic.model_fields)
+                raise HTTPException(status_code=422, detail=f"unknown fields {unknown}; known: {known}")
         s, e = epoch(start), epoch(end)
         if e is None:
             totals = await reader.totals()
@@ -328,7 +343,7 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
             windows = await reader.series(s, e, step_s)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
-        return SeriesResponse(
+        body = SeriesResponse(
             start=format_time(s),
             end=format_time(e),
             step=step,
@@ -355,6 +370,14 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
                 )
                 for w in windows
             ],
+        )
+        if chosen is None:
+            return body
+        # only the chosen fields of each bucket (a narrower answer for long ranges)
+        return JSONResponse(
+            body.model_dump(
+                include={"start": True, "end": True, "step": True, "buckets": {"__all__": chosen}}
+            )
         )
 
     @app.get("/api/events", response_model=EventsResponse)

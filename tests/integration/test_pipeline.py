@@ -92,6 +92,35 @@ def test_search_filters_by_time_and_source(stack, replayed) -> None:
     assert results and all(r["source"] == source for r in results)
 
 
+def test_series_fields_narrow_the_buckets_and_openapi_lists_every_endpoint(stack, replayed) -> None:
+    body = stack.get("/api/series", step="1d", fields="count,close").json()
+    assert body["buckets"] and all(set(b) == {"start", "count", "close"} for b in body["buckets"])
+    full = stack.get("/api/series", step="1d").json()
+    assert [b["count"] for b in body["buckets"]] == [b["count"] for b in full["buckets"]]
+    bad = stack.get("/api/series", fields="count,bogus")
+    assert bad.status_code == 422 and "bogus" in bad.json()["detail"]
+    paths = set(stack.get("/openapi.json").json()["paths"])
+    for path in (
+        "/healthz",
+        "/api/search",
+        "/api/news",
+        "/api/news/latest",
+        "/api/news/{article_id}",
+        "/api/news/{article_id}/similar",
+        "/api/series",
+        "/api/topics",
+        "/api/events",
+        "/api/sources",
+        "/api/stories/{story_id}",
+        "/api/deadletters",
+        "/api/stream",
+        "/api/pipeline",
+        "/metrics",
+    ):
+        assert path in paths, path
+    assert stack.get("/docs").status_code == 200
+
+
 def test_bad_parameters_are_client_errors(stack) -> None:
     assert stack.get("/api/search", q="x", k=0).status_code == 422
     assert stack.get("/api/search", q="x", start="not-a-date").status_code == 422
