@@ -87,6 +87,10 @@ class BtcpulseSettings(BaseSettings):
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
     analysis_actors: int = 1
+    # Lets the consumer actors take inject_fault() calls (crash between the store write and
+    # the acknowledgement, a poison marker the models fail on): the fault suite's hooks. Off
+    # in production; a call while it is off is refused.
+    fault_injection: bool = False
 
     # --- Analyses -----------------------------------------------------------------------------
     # "" = the sentiment model the project ships (models/artifacts); "lexicon" = VADER + crypto

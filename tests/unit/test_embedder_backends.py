@@ -106,7 +106,11 @@ def test_int8_order_preserved(int8_emb: Embedder, headlines: list[str]) -> None:
     texts = headlines[:40]
     full = int8_emb.encode(texts, batch_size=8)
     backwards = int8_emb.encode(texts[::-1], batch_size=8)[::-1]
-    assert _cosines(full, backwards).min() >= 0.99
+    # Measured min 0.989 here (0.98 to torch in make bench): the batch-mates' share of the
+    # activation scale, not a mix-up. A mix-up would put another text's vector in the slot.
+    cos = _cosines(full, backwards)
+    assert cos.min() >= 0.97, cos.min()
+    assert ((full @ backwards.T).argmax(axis=1) == np.arange(len(texts))).all()
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
