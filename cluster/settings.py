@@ -26,7 +26,10 @@ def _default_cache_dir() -> Path:
 class BtcpulseSettings(BaseSettings):
     """Settings of the whole system; the same object is handed to actors and deployments."""
 
-    model_config = SettingsConfigDict(env_prefix="BTCPULSE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a rejected value (a too-short token, a key) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="BTCPULSE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Where the local stack keeps its data, logs and pid files.
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -59,6 +62,18 @@ class BtcpulseSettings(BaseSettings):
     ray_namespace: str = "btcpulse"
     bind_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Unset: no authentication (the local default, on loopback). Set: every route but /healthz
+    # (the dashboard and its websocket too) needs it: `Authorization: Bearer <token>`, or
+    # `?token=<token>` once in a browser, which then keeps an HttpOnly cookie.
+    api_token: SecretStr | None = None
+    # Origins allowed to read the API from a browser page of theirs (JSON list); [] sends no
+    # CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+    # A request body over this is refused with 413 (the API reads none); a query string over
+    # max_query_bytes with 414 (the longest legal one, q's 500 characters percent-encoded as
+    # 4-byte UTF-8, is 6,000 bytes).
+    max_request_bytes: int = 64 * 1024
+    max_query_bytes: int = 8192
 
     # --- Qdrant ---------------------------------------------------------------------------
     # Unset: embedded qdrant-edge under state_dir. A URL: a Qdrant server through qdrant-client;
@@ -129,11 +144,30 @@ class BtcpulseSettings(BaseSettings):
         "burst_step_s",
         "burst_baseline_windows",
         "burst_min_count",
+        "max_request_bytes",
+        "max_query_bytes",
     )
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or v.get_secret_value() == "":
+            return None  # an empty variable means no token, not an empty one
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin == "*" or not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+                raise ValueError(f"an origin is scheme://host[:port], no '*' or path: {origin!r}")
         return v
 
     @field_validator("embed_backend")

@@ -42,6 +42,7 @@ from cluster.aggregates import parse_step
 from cluster.records import format_time
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter
+from serve import security
 from serve.live import StreamFilter
 from serve.read import ReadService, epoch
 from serve.schemas import (
@@ -122,13 +123,15 @@ def _range(start: datetime | None, end: datetime | None) -> SearchFilter:
     return SearchFilter(start_ts=s, end_ts=e)
 
 
-def build_api(settings: BtcpulseSettings) -> FastAPI:
-    """Build the ingress app (runs on the replica)."""
-    reader = ReadService(settings)
+def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI:
+    """Build the ingress app (runs on the replica). It reaches the actors on first use, so it
+    can be built without a cluster; ``load_model=False`` also defers the query model."""
+    reader = ReadService(settings, load_model=load_model)
     app = FastAPI(
         title="btcpulse",
         version="0.1.0",
         description="Live analytics of Bitcoin news against the BTC price.",
+        responses=security.documented_responses(settings),
     )
 
     @app.get("/healthz", response_model=HealthResponse)
@@ -456,6 +459,7 @@ def build_api(settings: BtcpulseSettings) -> FastAPI:
         return DeadLettersResponse(results=[DeadLetterPublic(**d.to_dict()) for d in letters])
 
     _mount_dashboard(app, reader, settings)
+    security.install(app, settings)
     return app
 
 

@@ -7,6 +7,7 @@ aggregator actor, and query embeddings from a model loaded once in this process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -37,21 +38,46 @@ def epoch(t: datetime | None) -> float | None:
 class ReadService:
     """Async reads over the stores; one per replica process."""
 
-    def __init__(self, settings: BtcpulseSettings) -> None:
+    def __init__(self, settings: BtcpulseSettings, *, load_model: bool = True) -> None:
+        """``load_model=False`` defers the query model to the first search (the app's own tests
+        build it without one); actor handles are looked up on first use either way, so the
+        app can be built, and its HTTP layer checked, without a cluster."""
+        self.settings = settings
+        self._live: LiveFeed | None = None
+        self._embedder: Any = None
+        self._embed_lock = asyncio.Lock()
+        if load_model:
+            self._embedder = self._load_embedder()
+
+    def _load_embedder(self) -> Any:
         from models.device import torch_threads
         from models.embedder import Embedder
 
-        self.settings = settings
-        self._store = ray.get_actor(VECTOR_STORE, namespace=settings.ray_namespace)
-        self._aggregator = ray.get_actor(AGGREGATOR, namespace=settings.ray_namespace)
-        self._topic_model = ray.get_actor(TOPIC_MODEL, namespace=settings.ray_namespace)
         # One thread: a query is one short sentence; the analysis actor owns the cores.
         torch_threads(1)
-        self._live: LiveFeed | None = None
-        self._embedder = Embedder(
-            settings.embedding_model, device=settings.device, backend=settings.embed_backend
-        )
-        self._embed_lock = asyncio.Lock()
+        s = self.settings
+        return Embedder(s.embedding_model, device=s.device, backend=s.embed_backend)
+
+    @staticmethod
+    def _connected() -> None:
+        if not ray.is_initialized():  # Ray's calls would start a local Ray of their own
+            raise RuntimeError("not connected to a Ray cluster")
+
+    def _actor(self, name: str) -> Any:
+        self._connected()
+        return ray.get_actor(name, namespace=self.settings.ray_namespace)
+
+    @functools.cached_property
+    def _store(self) -> Any:
+        return self._actor(VECTOR_STORE)
+
+    @functools.cached_property
+    def _aggregator(self) -> Any:
+        return self._actor(AGGREGATOR)
+
+    @functools.cached_property
+    def _topic_model(self) -> Any:
+        return self._actor(TOPIC_MODEL)
 
     def live(self) -> LiveFeed:
         """The replica's live feed (created on first use, on the serving event loop)."""
@@ -61,6 +87,8 @@ class ReadService:
 
     async def embed(self, text: str) -> Any:
         async with self._embed_lock:
+            if self._embedder is None:
+                self._embedder = await asyncio.to_thread(self._load_embedder)
             return (await asyncio.to_thread(self._embedder.encode, [text]))[0]
 
     async def search(self, query: str, k: int, flt: SearchFilter) -> list[VectorHit]:
@@ -106,6 +134,7 @@ class ReadService:
 
     async def actor_stats(self) -> dict[str, dict[str, Any]]:
         """Each named actor's ``stats()`` (an actor that does not answer in 5 s is left out)."""
+        self._connected()
         names = [
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
@@ -114,7 +143,7 @@ class ReadService:
         out: dict[str, dict[str, Any]] = {}
         for name in names:
             try:
-                handle = ray.get_actor(name, namespace=self.settings.ray_namespace)
+                handle = self._actor(name)
                 stats: Any = await asyncio.wait_for(handle.stats.remote(), timeout=5)
             except Exception as exc:  # restarting, or no stats method: skip it this time
                 log.debug("no stats from %s: %s", name, exc)
@@ -160,7 +189,7 @@ class ReadService:
         rows: list[dict[str, Any]] = []
         for name in COLLECTORS:
             try:
-                handle = ray.get_actor(name, namespace=self.settings.ray_namespace)
+                handle = self._actor(name)
             except ValueError:
                 continue
             rows.extend(await handle.health.remote())
