@@ -35,9 +35,14 @@ StateDir = Annotated[
 
 
 def _settings(state_dir: Path | None) -> BtcpulseSettings:
+    from cluster.local.ray_head import ray_env
+
     if state_dir is not None:
         os.environ["BTCPULSE_STATE_DIR"] = str(state_dir.resolve())
-    return BtcpulseSettings()
+    settings = BtcpulseSettings()
+    # Before Ray is imported: a driver of a loopback head must keep its node on 127.0.0.1.
+    os.environ.update(ray_env(settings))
+    return settings
 
 
 def _say(text: str) -> None:
@@ -46,6 +51,8 @@ def _say(text: str) -> None:
 
 def _child_env(settings: BtcpulseSettings) -> dict[str, str]:
     """The environment every Ray worker inherits: offline models, this stack's settings."""
+    from cluster.local.ray_head import ray_env
+
     env = dict(os.environ)
     env.update(
         {
@@ -54,6 +61,7 @@ def _child_env(settings: BtcpulseSettings) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false",
             "BTCPULSE_STATE_DIR": str(settings.state_dir),
             "RAY_SERVE_HTTP_HOST": settings.bind_host,
+            **ray_env(settings),
         }
     )
     return env

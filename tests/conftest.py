@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cluster.local.ray_head import SINGLE_NODE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ARTIFACTS = REPO / "artifacts"
@@ -96,6 +98,8 @@ def stack() -> Iterator[Stack]:
     state_dir = Path(tempfile.mkdtemp(prefix="btcp-"))
     env = dict(os.environ)
     env.update(TEST_PORTS)
+    # Drivers the tests start themselves (ray.init) keep Ray's node on 127.0.0.1, as the CLI's do.
+    env.setdefault(SINGLE_NODE_ENV, "0")
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     s = Stack(state_dir, env)
     try:

@@ -2,7 +2,8 @@
 
 resolve  -> mvn dependency:copy-dependencies on cluster/pulsar/pom.xml, once per version,
             into <cache_dir>/pulsar-<version>/lib (outside the clone, shared by clones)
-configure-> <state_dir>/pulsar/standalone.conf: loopback only, data under the state dir,
+configure-> <state_dir>/pulsar/standalone.conf: loopback only (broker, web service and the
+            bookie), data under the state dir,
             functions worker and stream storage off, quorums of 1, broker deduplication on
 start    -> java -cp lib/* org.apache.pulsar.PulsarStandaloneStarter, as a daemon
 ready    -> the admin API lists the cluster and the public/default namespace
@@ -55,6 +56,23 @@ _LOG4J = """Configuration:
       - name: org.apache.pulsar.broker.service
         level: warn
 """
+
+
+def _loopback_interface() -> str | None:
+    """The loopback network interface's name (``lo`` on Linux), from /sys/class/net."""
+    iff_loopback = 0x8
+    net = Path("/sys/class/net")
+    try:
+        names = sorted(p.name for p in net.iterdir())
+    except OSError:
+        return None
+    for name in names:
+        try:
+            if int((net / name / "flags").read_text(), 16) & iff_loopback:
+                return name
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,13 @@ class PulsarStandalone:
             "defaultRetentionTimeInMinutes": 1440,
             "defaultRetentionSizeInMB": 2048,
         }
+        # The standalone's bookie reads its BookKeeper settings from this same file. Without
+        # these it listens on every interface, on a random port (BKCluster only takes
+        # --bookkeeper-port when ephemeral ports are allowed).
+        conf["allowEphemeralPorts"] = "true"
+        loopback = _loopback_interface() if s.bind_host in ("127.0.0.1", "localhost") else None
+        if loopback is not None:
+            conf.update({"listeningInterface": loopback, "allowLoopback": "true"})
         path = self.home / "standalone.conf"
         path.write_text("".join(f"{k}={v}\n" for k, v in conf.items()))
         (self.home / "log4j2.yaml").write_text(_LOG4J)

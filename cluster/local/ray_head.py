@@ -1,7 +1,15 @@
 """A single-node Ray head for the local stack, started and stopped by the CLI.
 
 ``ray stop`` would stop every Ray on the machine; this module stops only its own head:
-the processes that name its temp dir, and everything they started.
+the processes that name its temp dir or its node id, and everything they started.
+
+Loopback only. ``ray start --node-ip-address=127.0.0.1`` alone is not enough: Ray turns a
+loopback node address into the machine's routable one (``resolve_ip_for_localhost``), and the
+GCS, raylet, object manager, workers, agents, metrics exporters and client server then listen
+on it or on every interface. Ray keeps the node on 127.0.0.1 only where it believes that no
+cluster can form (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's own default on Windows and
+macOS); every listener then binds 127.0.0.1. Each process that starts the head or connects a
+driver to it needs that variable before it imports Ray (:func:`ray_env`).
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +29,28 @@ from pathlib import Path
 
 from cluster.local.process import http_ok
 from cluster.settings import BtcpulseSettings
+
+_NODE_ID = re.compile(r"--node[-_]id=([0-9a-f]{16,})")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (names, not a bind)
+# Read by Ray when ray._private.ray_constants is imported.
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def ray_env(settings: BtcpulseSettings) -> dict[str, str]:
+    """What the head and every driver of a loopback stack need in their environment."""
+    if settings.ray_address is None and settings.bind_host in LOOPBACK_HOSTS:
+        return {SINGLE_NODE_ENV: "0"}
+    return {}
+
+
+def node_ip(settings: BtcpulseSettings) -> str | None:
+    """The head's ``--node-ip-address``: 127.0.0.1 on loopback, the bind host when it names one
+    address, none (Ray picks the routable one) for a wildcard."""
+    host = settings.bind_host
+    if host in LOOPBACK_HOSTS:
+        return "127.0.0.1"
+    return None if host in WILDCARD_HOSTS else host
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -64,9 +95,10 @@ class RayHead:
             return
         s = self.settings
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        ip = node_ip(s)
         cmd = [
             ray_bin, "start", "--head",
-            "--node-ip-address=127.0.0.1",
+            *([f"--node-ip-address={ip}"] if ip else []),
             f"--port={s.ray_port}",
             f"--ray-client-server-port={s.ray_port + 1}",
             f"--dashboard-host={s.bind_host}",
@@ -81,7 +113,9 @@ class RayHead:
         log = s.state_dir / "logs" / "ray-start.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+            done = subprocess.run(
+                cmd, env={**env, **ray_env(s)}, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
         if done.returncode != 0:
             raise RuntimeError(f"ray start failed (exit {done.returncode}); see {log}")
 
@@ -89,6 +123,14 @@ class RayHead:
         marker = str(self.temp_dir)
         table = _proc_table()
         roots = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
+        # The Ray client server names neither the temp dir nor a parent of ours (its parent,
+        # `ray start`, exits): it is found by the node id the raylet names too.
+        node_ids = {m.group(1) for pid in roots for m in _NODE_ID.finditer(table[pid][1])}
+        roots |= {
+            pid
+            for pid, (_, cmd) in table.items()
+            if pid != os.getpid() and any(f"--node-id={n}" in cmd for n in node_ids)
+        }
         # Add every descendant (workers, agents) of those roots.
         found = set(roots)
         changed = True
