@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 REPLAY_NEWS   := $(DATA)/crypto_news_2021_2022/cryptonews.csv
 REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 
-.PHONY: up down status install system-deps test unit lint bench screenshot memtest lock clean
+.PHONY: up down status install system-deps test unit lint audit bench screenshot memtest lock clean
 
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
@@ -89,6 +89,14 @@ lint: install
 	$(BIN)/ruff check cluster models actors serve ui tests bench
 	$(BIN)/ruff format --check cluster models actors serve ui tests bench
 	$(BIN)/mypy
+
+## audit: known vulnerabilities of every pinned package (requirements.lock), from PyPI's
+## advisory data (AUDIT_SERVICE=osv for OSV). --strict: a package that could not be looked up
+## fails the audit instead of passing unseen.
+AUDIT_SERVICE ?= pypi
+audit: install
+	$(BIN)/pip-audit -r requirements.lock --no-deps --disable-pip --strict \
+	  --vulnerability-service $(AUDIT_SERVICE) --progress-spinner off
 
 bench: install
 	$(BIN)/python -m bench.run
