@@ -23,19 +23,23 @@
     /dashboard                           the Panel/HoloViews dashboard (Bokeh sessions)
 
 The FastAPI app is built by a function that runs on the replica, so it can hold the
-replica's :class:`ReadService`. One replica: Bokeh sessions live in one process.
+replica's :class:`ReadService`. One replica: Bokeh sessions live in one process. The guards of
+serve/security.py (token, CORS, request limits) wrap all of it, dashboard included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BeforeValidator
 from ray import serve
 
 from cluster.aggregates import parse_step
@@ -50,6 +54,7 @@ from serve.schemas import (
     BucketPublic,
     DeadLetterPublic,
     DeadLettersResponse,
+    ErrorResponse,
     EventPublic,
     EventsResponse,
     HealthResponse,
@@ -59,6 +64,7 @@ from serve.schemas import (
     PipelineStage,
     SearchHitPublic,
     SearchResponse,
+    SeriesFieldsResponse,
     SeriesResponse,
     SourcePublic,
     SourcesResponse,
@@ -75,7 +81,10 @@ DEFAULT_SPAN = timedelta(hours=24)
 
 _ARTICLE_KEYS = tuple(ArticlePublic.model_fields)
 _ID = "^[0-9a-fA-F-]{1,64}$"
+# An article id is a UUID (cluster.ids); the vector store fails on anything else.
+_UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 SENTIMENTS = ("negative", "neutral", "positive")
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "not stored"}}
 
 
 def _article(payload: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +123,25 @@ def render_metrics(totals: Any, points: int, stats: dict[str, dict[str, Any]]) -
     registry = CollectorRegistry()
     registry.register(Snapshot())
     return bytes(generate_latest(registry))
+
+
+def _not_a_number(value: Any) -> Any:
+    """Times are ISO-8601, as documented: pydantic would also take "0.3" as seconds since 1970."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("an ISO-8601 time (e.g. 2022-05-11T00:00:00Z), not a number")
+    return value
+
+
+Time = Annotated[datetime, BeforeValidator(_not_a_number)]
+
+
+def _canonical_id(text: str) -> str:
+    """The stored form of an article id (lower-case UUID); the route's pattern let it through."""
+    return str(uuid.UUID(text))
 
 
 def _range(start: datetime | None, end: datetime | None) -> SearchFilter:
@@ -158,15 +186,15 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
             last_at=format_time(totals.last_ts) if totals and totals.last_ts is not None else None,
         )
 
-    @app.get("/api/search", response_model=SearchResponse)
+    @app.get("/api/search", response_model=SearchResponse, responses=NOT_FOUND)
     async def search(
         q: Annotated[str | None, Query(min_length=1, max_length=500, description="free text")] = None,
         like: Annotated[
-            str | None, Query(max_length=64, pattern=_ID, description="an article id: more like it")
+            str | None, Query(max_length=36, pattern=_UUID, description="an article id: more like it")
         ] = None,
         k: Annotated[int, Query(ge=1, le=100)] = 10,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         source: Annotated[str | None, Query(max_length=64)] = None,
         sentiment: Annotated[str | None, Query(pattern="^(negative|neutral|positive)$")] = None,
         category: Annotated[str | None, Query(max_length=64, description="e.g. regulation")] = None,
@@ -186,6 +214,7 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
                 status_code=422, detail="give exactly one of q (text) or like (an article id)"
             )
         if like is not None:
+            like = _canonical_id(like)
             found = await reader.similar(like, k, flt)
             if found is None:
                 raise HTTPException(status_code=404, detail=f"no article {like}")
@@ -205,10 +234,10 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
 
     @app.get("/api/news", response_model=NewsPage)
     async def news(
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         before: Annotated[
-            datetime | None,
+            Time | None,
             Query(description="at or before this time; the next_before of the previous page"),
         ] = None,
         source: Annotated[str | None, Query(max_length=64)] = None,
@@ -243,20 +272,22 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
                 next_before = format_time(last - 0.001)
         return NewsPage(results=[ArticlePublic(**_article(r)) for r in rows], next_before=next_before)
 
-    @app.get("/api/news/{article_id}", response_model=ArticlePublic)
-    async def article(article_id: Annotated[str, Path(max_length=64, pattern=_ID)]) -> ArticlePublic:
+    @app.get("/api/news/{article_id}", response_model=ArticlePublic, responses=NOT_FOUND)
+    async def article(article_id: Annotated[str, Path(max_length=36, pattern=_UUID)]) -> ArticlePublic:
+        article_id = _canonical_id(article_id)
         rows = await reader.retrieve([article_id])
         if not rows:
             raise HTTPException(status_code=404, detail=f"no article {article_id}")
         return ArticlePublic(**_article(rows[0]))
 
-    @app.get("/api/news/{article_id}/similar", response_model=SearchResponse)
+    @app.get("/api/news/{article_id}/similar", response_model=SearchResponse, responses=NOT_FOUND)
     async def similar(
-        article_id: Annotated[str, Path(max_length=64, pattern=_ID)],
+        article_id: Annotated[str, Path(max_length=36, pattern=_UUID)],
         k: Annotated[int, Query(ge=1, le=100)] = 10,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
     ) -> SearchResponse:
+        article_id = _canonical_id(article_id)
         found = await reader.similar(article_id, k, _range(start, end))
         if found is None:
             raise HTTPException(status_code=404, detail=f"no article {article_id}")
@@ -309,10 +340,14 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
         body = render_metrics(totals, await reader.count(), stats)
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/series", response_model=SeriesResponse)
+    @app.get(
+        "/api/series",
+        response_model=SeriesResponse | SeriesFieldsResponse,
+        description="With `fields`, each bucket holds `start` and the fields named (SeriesFieldsResponse).",
+    )
     async def series(
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         step: Annotated[str, Query(max_length=8, description="1m, 5m, 15m, 1h, 6h, 1d ...")] = "1h",
         fields: Annotated[
             str | None,
@@ -385,8 +420,8 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
 
     @app.get("/api/events", response_model=EventsResponse)
     async def events(
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         distinct: Annotated[
             bool, Query(description="one event per happening (a crash bursts on several keys at once)")
@@ -421,7 +456,7 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
     async def topics() -> TopicsResponse:
         return TopicsResponse(results=[TopicPublic(**t) for t in await reader.topics()])
 
-    @app.get("/api/stories/{story_id}", response_model=StoryResponse)
+    @app.get("/api/stories/{story_id}", response_model=StoryResponse, responses=NOT_FOUND)
     async def story(
         story_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_ID)],
         limit: Annotated[int, Query(ge=1, le=500)] = 200,
@@ -460,7 +495,29 @@ def build_api(settings: BtcpulseSettings, *, load_model: bool = True) -> FastAPI
 
     _mount_dashboard(app, reader, settings)
     security.install(app, settings)
+    _document_errors(app)
     return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """A 422 is either FastAPI's list of validation errors or a route's own message."""
+    plain = {"$ref": "#/components/schemas/ErrorResponse"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+                "ErrorResponse", ErrorResponse.model_json_schema()
+            )
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    content = op.get("responses", {}).get("422", {}).get("content", {})
+                    body = content.get("application/json")
+                    if body is not None:
+                        body["schema"] = {"anyOf": [body["schema"], plain]}
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettings) -> None:
@@ -479,6 +536,10 @@ def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettin
         title="btcpulse",
         websocket_origin=sorted(set(origins)),
     )
+    # The dashboard's page and resources are HTML and files, not part of the JSON API.
+    for route in app.routes:
+        if isinstance(route, APIRoute) and not route.path.startswith(("/api/", "/healthz", "/metrics")):
+            route.include_in_schema = False
 
 
 def build_application(settings: BtcpulseSettings) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ArticlePublic(BaseModel):
@@ -66,6 +66,38 @@ class SeriesResponse(BaseModel):
     end: str
     step: str
     buckets: list[BucketPublic]
+
+
+class BucketFields(BaseModel):
+    """A bucket narrowed by ``fields=``: ``start`` and any of BucketPublic's other fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str
+    count: int | None = None
+    sentiment_mean: float | None = None
+    positive: int | None = None
+    neutral: int | None = None
+    negative: int | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    topics: list[int] | None = None
+    topic_counts: list[int] | None = None
+    categories: list[str] | None = None
+    category_counts: list[int] | None = None
+    stories: int | None = None
+    events: int | None = None
+    sources: list[str] | None = None
+    source_counts: list[int] | None = None
+
+
+class SeriesFieldsResponse(BaseModel):
+    start: str
+    end: str
+    step: str
+    buckets: list[BucketFields]
 
 
 class SourcePublic(BaseModel):
@@ -165,3 +197,9 @@ class PipelineStage(BaseModel):
 
 class PipelineResponse(BaseModel):
     stages: list[PipelineStage]
+
+
+class ErrorResponse(BaseModel):
+    """A refused request (404, 401, 413, 414, and the 422s the routes raise themselves)."""
+
+    detail: str

@@ -41,23 +41,17 @@ TOKEN_PARAM = "token"  # noqa: S105 (the parameter's name)
 # Policy violation: what a websocket handshake refused by the server gets.
 WS_POLICY_VIOLATION = 1008
 
-#: The answers the guards give, for the OpenAPI document (every operation may get them).
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-}
-
 
 def documented_responses(settings: BtcpulseSettings) -> dict[int | str, dict[str, Any]]:
+    """The guards' answers, for the OpenAPI document (any operation may get them)."""
+    from serve.schemas import ErrorResponse
+
     out: dict[int | str, dict[str, Any]] = {
-        413: {"description": "request body too large"},
-        414: {"description": "query string too long"},
+        413: {"model": ErrorResponse, "description": "request body too large"},
+        414: {"model": ErrorResponse, "description": "query string too long"},
     }
     if settings.api_token is not None:
-        out[401] = {"description": "missing or wrong token"}
-    for entry in out.values():
-        entry["content"] = {"application/json": {"schema": ERROR_SCHEMA}}
+        out[401] = {"model": ErrorResponse, "description": "missing or wrong token"}
     return out
 
 

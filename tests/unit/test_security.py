@@ -272,3 +272,24 @@ def test_openapi_documents_the_guards_answers(locked_app: FastAPI, open_app: Fas
     op = locked_app.openapi()["paths"]["/api/news"]["get"]["responses"]
     assert {"401", "413", "414"} <= set(op)
     assert "401" not in open_app.openapi()["paths"]["/api/news"]["get"]["responses"]
+
+
+def test_ids_must_be_uuids_and_narrowed_buckets_are_documented(open_client: TestClient) -> None:
+    from serve.schemas import BucketFields, BucketPublic
+
+    for path in ("/api/news/0", "/api/news/0/similar", "/api/search?like=A90Fe6"):
+        r = open_client.get(path)
+        assert r.status_code == 422, path  # not the vector store's error as a 500
+        assert r.json()["detail"][0]["type"] == "string_pattern_mismatch"
+    assert set(BucketFields.model_fields) == set(BucketPublic.model_fields)
+    series = open_client.get("/openapi.json").json()["paths"]["/api/series"]["get"]
+    ok = series["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/SeriesFieldsResponse"} in ok["anyOf"]
+
+
+def test_times_are_iso_not_numbers(open_client: TestClient) -> None:
+    """Fuzzing found "start=0.3" taken as seconds since 1970 while the schema says date-time."""
+    for params in ({"start": "0.3"}, {"end": "1e5"}, {"before": "12"}):
+        r = open_client.get("/api/news", params=params)
+        assert r.status_code == 422, params
+        assert "ISO-8601" in r.json()["detail"][0]["msg"]
