@@ -186,3 +186,25 @@ def test_limits_and_cors_through_the_proxy(stack) -> None:
     r = httpx.get(f"{api}/api/topics", headers={"Origin": "http://elsewhere.example"}, timeout=30)
     assert r.status_code == 200
     assert not [h for h in r.headers if h.lower().startswith("access-control-")]
+
+
+def test_query_strings_stay_out_of_the_logs(stack) -> None:
+    """A ?token= (here on a stack without one: the app ignores it) reaches no log file: Serve's
+    proxy and replica log the route, not the query string."""
+    import time
+    import uuid
+
+    from cluster.local.ray_head import RayHead
+
+    marker = f"tok{uuid.uuid4().hex}"
+    assert stack.get("/api/topics", token=marker).status_code == 200
+    assert stack.get(f"/api/news/{uuid.uuid4()}", token=marker).status_code == 404
+    time.sleep(3)  # log lines are flushed asynchronously
+    settings = stack.settings().model_copy(update={"state_dir": stack.state_dir.resolve()})
+    roots = [RayHead(settings).temp_dir, stack.state_dir]
+    logs = [
+        p for root in roots for p in root.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")
+    ]
+    assert logs
+    seen = [str(p) for p in logs if marker.encode() in p.read_bytes()]
+    assert not seen, seen
