@@ -118,6 +118,13 @@ def up(
     source_list = _load_sources(sources) if live else []
     settings = _settings(state_dir)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    from cluster.local.ray_head import LOOPBACK_HOSTS
+
+    if settings.bind_host not in LOOPBACK_HOSTS and settings.api_token is None:
+        _say(
+            f"warning: the API and dashboard listen on {settings.bind_host} without a token;"
+            " set BTCPULSE_API_TOKEN (README, Security)"
+        )
     os.environ.update(_child_env(settings))
     t0 = time.monotonic()
 
