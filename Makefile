@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 REPLAY_NEWS   := $(DATA)/crypto_news_2021_2022/cryptonews.csv
 REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 
-.PHONY: up down status install system-deps test unit lint audit bench screenshot memtest lock clean
+.PHONY: up down status install system-deps test unit lint audit bench soak screenshot memtest lock clean
 
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
@@ -100,6 +100,12 @@ audit: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+## soak: 30 minutes at 50 articles/s through a stack of its own; memory and backlog over time
+SOAK_MINUTES ?= 30
+SOAK_RATE    ?= 50
+soak: install
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
 ## screenshot: the running dashboard (after make up) as docs/dashboard.png, for the README
 screenshot:

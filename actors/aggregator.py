@@ -30,7 +30,14 @@ from typing import Any
 import pulsar
 import ray
 
-from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
+from actors.common import (
+    ACTOR_OPTIONS,
+    BatchSender,
+    FaultHooks,
+    consume_batches,
+    dead_letter,
+    supervised_thread,
+)
 from actors.webhook import WebhookSender
 from cluster.aggregates import AggregatesStore, Totals
 from cluster.records import (
@@ -113,6 +120,7 @@ class AggregatorConsumer:
         self._stats: Counter[str] = Counter()
         self._last_batch_at = 0.0
         self._stop = threading.Event()
+        self._faults = FaultHooks(settings.fault_injection, "aggregator")
         self._store = AggregatesStore(settings.state_dir / "aggregates" / "aggregates.sqlite")
         self._topics = Topics.from_settings(settings)
         self._client = connect(settings)
@@ -152,7 +160,14 @@ class AggregatorConsumer:
             last - span
         ):
             self._observe(ts, article_id, topic_id, topic_label, title, sentiment)
-        self._bursts.advance(self._now)  # events found again are already stored
+        # Stored and published again (same ids: idempotent): a crash after the articles were
+        # committed but before their events were may have left these unwritten.
+        events = [event_record(e) for e in self._bursts.advance(self._now)]
+        if events:
+            self._store.upsert_events(events)
+            for event in events:
+                self._events_out.send(event, key=event.id)
+            self._events_out.wait()
 
     def _observe(
         self, ts: float, article_id: str, topic_id: int, topic_label: str, title: str, sentiment: float
@@ -197,7 +212,8 @@ class AggregatorConsumer:
                 self._consumer.acknowledge(msg)
                 self._stats["dead_lettered"] += 1
         new_articles = self._store.add_new_articles(articles)
-        new_times = [a.published_ts for a in new_articles] + self._store.add_prices(ticks)
+        new_prices = self._store.add_prices(ticks)
+        new_count = len(new_articles) + len(new_prices)
         self._stats["dead_letters"] += self._store.add_deadletters(letters)
         events = self._detect(new_articles)
         if events:
@@ -207,17 +223,20 @@ class AggregatorConsumer:
                 if self._webhook:
                     self._webhook.send(event.to_dict())
             self._stats["event_updates"] += len(events)
-        # windows: the 1-minute buckets these new rows fell in, recomputed from the store
-        for start, end in touched_windows(new_times):
+        # windows: the 1-minute buckets this batch's rows fell in, recomputed from the store;
+        # redelivered rows count too, since their windows may not have gone out before a crash
+        times = [a.published_ts for a in articles] + [t.ts_epoch for t in ticks]
+        for start, end in touched_windows(times):
             for window in self._store.series(start, end, WINDOW_S):
                 self._out.send(window)
         self._out.wait()
         self._events_out.wait()
+        self._faults.after_write()
         for msg in decoded:
             self._consumer.acknowledge(msg)
         self._stats["articles"] += len(articles)
         self._stats["prices"] += len(ticks)
-        self._stats["duplicates"] += len(articles) + len(ticks) - len(new_times)
+        self._stats["duplicates"] += len(articles) + len(ticks) - new_count
         self._last_batch_at = time.time()
 
     # -- queries (serve layer) -----------------------------------------------------------
@@ -239,6 +258,10 @@ class AggregatorConsumer:
     def stats(self) -> dict[str, Any]:
         webhook = {f"webhook_{k}": v for k, v in self._webhook.stats.items()} if self._webhook else {}
         return {**self._stats, **webhook, "last_batch_at": self._last_batch_at}
+
+    def inject_fault(self, kind: str, arg: str = "") -> None:
+        """Arm a :class:`FaultHooks` fault (only with ``settings.fault_injection``)."""
+        self._faults.arm(kind, arg)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,7 +1,8 @@
 """The analysis consumer: raw news in, scored news and vectors out.
 
     news.raw                      NewsItem messages, received in batches (size / wait bounded)
-      -> decode                   a message that does not decode -> deadletter, acked
+      -> decode                   a message that does not decode -> deadletter, acked;
+                                  texts over the collectors' bounds are cut to them
       -> Analyzer.analyze         one embedding pass -> vectors, categories; sentiment
                                   (models.pipeline; pure, no I/O)
       -> topic-model.assign       topic id and label from the shared online topic model
@@ -34,7 +35,14 @@ import numpy as np
 import pulsar
 import ray
 
-from actors.common import ACTOR_OPTIONS, BatchSender, consume_batches, dead_letter, supervised_thread
+from actors.common import (
+    ACTOR_OPTIONS,
+    BatchSender,
+    FaultHooks,
+    consume_batches,
+    dead_letter,
+    supervised_thread,
+)
 from cluster.records import NewsItem, ScoredArticle
 from cluster.settings import BtcpulseSettings
 from cluster.topics import Topics, connect, create_producer, subscribe
@@ -136,6 +144,7 @@ class AnalysisConsumer:
         self._stats: Counter[str] = Counter()
         self._last_batch_at = 0.0
         self._stop = threading.Event()
+        self._faults = FaultHooks(settings.fault_injection, "analysis")
         self._analyzer = Analyzer(
             embedding_model=settings.embedding_model,
             device=settings.device,
@@ -163,9 +172,19 @@ class AnalysisConsumer:
         good: list[tuple[pulsar.Message, NewsItem]] = []
         for msg in msgs:
             try:
-                good.append((msg, self._topics.news_raw.decode(msg.data())))
+                item = self._topics.news_raw.decode(msg.data())
             except (ValueError, TypeError) as exc:
                 self._dead(msg, f"undecodable NewsItem: {exc}")
+                continue
+            try:
+                # Another producer's message may carry texts no collector would have kept.
+                bounded = item.bounded(self._settings.max_title_chars, self._settings.max_summary_chars)
+            except ValueError as exc:
+                self._dead(msg, f"oversized NewsItem: {exc}")
+                continue
+            if bounded is not item:
+                self._stats["oversized_cut"] += 1
+            good.append((msg, bounded))
         if not good:
             return
         try:
@@ -186,6 +205,7 @@ class AnalysisConsumer:
 
     def _analyze(self, items: list[NewsItem]) -> Analysis:
         try:
+            self._faults.check_texts([item.text for item in items])
             return analyze(items, self._analyzer)
         except Exception as exc:
             raise ModelError(str(exc)) from exc
@@ -205,6 +225,7 @@ class AnalysisConsumer:
         for article, story in zip(articles, story_ids, strict=True):
             self._scored.send(dataclasses.replace(article, story_id=story), key=article.id)
         self._scored.wait()
+        self._faults.after_write()
         for msg, _ in batch:
             self._consumer.acknowledge(msg)
         self._stats["processed"] += len(batch)
@@ -228,6 +249,10 @@ class AnalysisConsumer:
     # -- control -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         return {**self._stats, "last_batch_at": self._last_batch_at, "model": self._analyzer.name}
+
+    def inject_fault(self, kind: str, arg: str = "") -> None:
+        """Arm a :class:`FaultHooks` fault (only with ``settings.fault_injection``)."""
+        self._faults.arm(kind, arg)
 
     def stop(self) -> None:
         """Stop receiving and close cleanly (unacknowledged messages go back to the broker)."""

@@ -51,6 +51,50 @@ def consume_batches(
             handle(list(msgs))
 
 
+class FaultHooks:
+    """The fault suite's hooks in a consumer, armed through the actor's ``inject_fault``.
+
+    Only with ``settings.fault_injection`` (off by default): a call while it is off raises.
+    What is armed lives in the process, so a crash disarms it.
+
+    * ``crash_after_write``: the next batch ends the process after its results are durable
+      (stores written, sends confirmed) and before it is acknowledged, so the broker
+      redelivers a batch whose effects are already there.
+    * ``poison`` with a marker: the models fail on every text that contains the marker, as
+      they would on an input they cannot process.
+    """
+
+    def __init__(self, enabled: bool, stage: str) -> None:
+        self._enabled = enabled
+        self._stage = stage
+        self._crash_after_write = False
+        self._poison: set[str] = set()
+
+    def arm(self, kind: str, arg: str = "") -> None:
+        if not self._enabled:
+            raise PermissionError("fault injection is off (set BTCPULSE_FAULT_INJECTION=1)")
+        if kind == "crash_after_write":
+            self._crash_after_write = True
+        elif kind == "poison" and arg:
+            self._poison.add(arg)
+        else:
+            raise ValueError(f"unknown fault {kind!r} (crash_after_write, or poison with a marker)")
+        log.warning("%s: fault armed: %s %s", self._stage, kind, arg)
+
+    def after_write(self) -> None:
+        """Between the durable write and the acknowledgement."""
+        if self._crash_after_write:
+            log.warning("%s: injected crash after the write, before the acknowledgement", self._stage)
+            logging.shutdown()
+            os._exit(75)
+
+    def check_texts(self, texts: list[str]) -> None:
+        """Raise as a model would on a text holding an armed poison marker."""
+        for marker in self._poison:
+            if any(marker in t for t in texts):
+                raise ValueError(f"injected poison {marker!r}: the models cannot process this text")
+
+
 def dead_letter(producer: pulsar.Producer, msg: pulsar.Message, reason: str, redeliveries: int) -> None:
     """Publish ``msg`` with the reason to the dead-letter topic and wait for the broker."""
     record = DeadLetter(

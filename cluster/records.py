@@ -62,6 +62,9 @@ def to_ts(text: str) -> float:
     return parse_time(text).timestamp()
 
 
+MAX_URL_CHARS = 4096
+
+
 def clean_text(raw: str | bytes | None, limit: int) -> str:
     """Untrusted text reduced to bounded plain text.
 
@@ -218,6 +221,27 @@ class NewsItem(Record):
             fetched_at=format_time(fetched),
             time_estimated=estimated,
         )
+
+    def bounded(self, max_title_chars: int = 500, max_summary_chars: int = 2000) -> NewsItem:
+        """This item with its texts within the collectors' bounds.
+
+        Items made by :meth:`create` already are; a message from another producer may not be
+        (a 4 MB title fits a Pulsar message, and would then be stored, indexed and sent on).
+        Raises ``ValueError`` for a URL longer than :data:`MAX_URL_CHARS`, which cannot be cut.
+        """
+        if len(self.url) > MAX_URL_CHARS:
+            raise ValueError(f"NewsItem.url: {len(self.url):,} characters (at most {MAX_URL_CHARS:,})")
+        title, summary, source = (
+            clean_text(text, limit) if len(text) > limit else text
+            for text, limit in (
+                (self.title, max_title_chars),
+                (self.summary, max_summary_chars),
+                (self.source, 64),
+            )
+        )
+        if (title, summary, source) == (self.title, self.summary, self.source):
+            return self
+        return dataclasses.replace(self, title=title, summary=summary, source=source)
 
     @property
     def published_ts(self) -> float:

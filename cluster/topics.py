@@ -138,6 +138,10 @@ def connect(settings: BtcpulseSettings) -> pulsar.Client:
     )
 
 
+# Messages per producer batch; the broker dispatches (and counts backlog in) whole batches.
+PRODUCER_BATCH_MAX = 200
+
+
 def create_producer(client: pulsar.Client, topic: Topic[Any], *, name: str | None = None) -> pulsar.Producer:
     """A producer for ``topic``. With a fixed ``name`` the broker deduplicates by sequence id,
     so a restarted producer that resends with the same ids publishes nothing twice."""
@@ -148,7 +152,7 @@ def create_producer(client: pulsar.Client, topic: Topic[Any], *, name: str | Non
         block_if_queue_full=True,
         max_pending_messages=2000,
         batching_enabled=True,
-        batching_max_messages=200,
+        batching_max_messages=PRODUCER_BATCH_MAX,
         batching_max_publish_delay_ms=5,
         send_timeout_millis=0,  # never give up: retry until the broker is back
         compression_type=pulsar.CompressionType.LZ4,

@@ -31,6 +31,9 @@ TEST_PORTS = {
     "BTCPULSE_API_PORT": "18000",
     "BTCPULSE_RAY_NUM_CPUS": "2",
 }
+# BTCPULSE_TEST_PORT_OFFSET=N shifts every port, so two test runs on one machine keep apart.
+_OFFSET = int(os.environ.get("BTCPULSE_TEST_PORT_OFFSET", "0"))
+TEST_PORTS = {k: (str(int(v) + _OFFSET) if k.endswith("_PORT") else v) for k, v in TEST_PORTS.items()}
 
 
 def shared_file(*parts: str) -> Path:
@@ -75,6 +78,7 @@ class Stack:
 
         old = dict(os.environ)
         os.environ.update(self.env)
+        os.environ["BTCPULSE_STATE_DIR"] = str(self.state_dir.resolve())
         try:
             return BtcpulseSettings()
         finally:
@@ -100,7 +104,8 @@ def stack() -> Iterator[Stack]:
     env.update(TEST_PORTS)
     # Drivers the tests start themselves (ray.init) keep Ray's node on 127.0.0.1, as the CLI's do.
     env.setdefault(SINGLE_NODE_ENV, "0")
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    # Fault injection on: the fault suite arms crashes and poison through the actors.
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "BTCPULSE_FAULT_INJECTION": "1"})
     s = Stack(state_dir, env)
     try:
         # No live collectors: tests reach nothing beyond this machine.
@@ -119,6 +124,13 @@ def stack() -> Iterator[Stack]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Unit tests first, then integration, then browser tests: the browser tests add data to
-    the shared stack, the integration tests count from a clean one."""
-    rank = {"unit": 0, "integration": 1, "browser": 2}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).parent.name, 1))
+    the shared stack, the integration tests count from a clean one; the fault suite comes last of those."""
+    rank = {"unit": 0, "integration": 1, "browser": 3}
+    # The fault suite takes the stack down and up again: after the other integration tests.
+    last = {"test_faults": 2}
+
+    def key(item: pytest.Item) -> int:
+        path = Path(str(item.fspath))
+        return last.get(path.stem, rank.get(path.parent.name, 1))
+
+    items.sort(key=key)

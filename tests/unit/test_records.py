@@ -3,6 +3,7 @@ dict round trip of every record type."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -466,3 +467,21 @@ def test_records_are_frozen() -> None:
 def test_dead_letter_failed_at_defaults_to_now() -> None:
     d = DeadLetter(topic="t", message_id="m", reason="r", payload="p", redeliveries=0)
     assert abs(parse_time(d.failed_at) - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_bounded_cuts_oversized_texts_of_foreign_messages() -> None:
+    from cluster.records import MAX_URL_CHARS
+
+    item = NewsItem.create(
+        source="s",
+        url="https://example.com/a",
+        title="Bitcoin",
+        published_at=datetime(2022, 1, 1, tzinfo=UTC),
+    )
+    assert item.bounded() is item
+    huge = dataclasses.replace(item, title="Bitcoin " * 500_000, summary="x" * 3_000_000, source="s" * 1000)
+    cut = huge.bounded(max_title_chars=500, max_summary_chars=2000)
+    assert len(cut.title) <= 500 and len(cut.summary) <= 2000 and len(cut.source) <= 64
+    assert cut.title.startswith("Bitcoin Bitcoin") and cut.id == item.id
+    with pytest.raises(ValueError, match="url"):
+        dataclasses.replace(item, url="https://example.com/" + "a" * MAX_URL_CHARS).bounded()
