@@ -248,3 +248,21 @@ def test_stats_url_external_admin_and_non_persistent() -> None:
 def test_stats_url_needs_scheme() -> None:
     with pytest.raises(ValueError):
         _stats_url(BtcpulseSettings(), "public/default/x")
+
+
+def test_fault_hooks_refuse_unless_enabled_and_poison_only_marked_texts() -> None:
+    from actors.common import FaultHooks
+
+    off = FaultHooks(False, "analysis")
+    with pytest.raises(PermissionError, match="BTCPULSE_FAULT_INJECTION"):
+        off.arm("crash_after_write")
+    off.after_write()  # nothing armed: returns
+    on = FaultHooks(True, "analysis")
+    with pytest.raises(ValueError, match="unknown fault"):
+        on.arm("meteor")
+    with pytest.raises(ValueError, match="unknown fault"):
+        on.arm("poison")  # a poison needs its marker
+    on.arm("poison", "POISON-1")
+    on.check_texts(["Bitcoin rallies", "ETF approved"])
+    with pytest.raises(ValueError, match="injected poison"):
+        on.check_texts(["Bitcoin rallies", "POISON-1 here"])
