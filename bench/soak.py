@@ -82,6 +82,10 @@ def _processes(state_dir: Path) -> dict[str, int]:
                 found[name] = int(entry.name)
         elif b"org.apache.pulsar.PulsarStandaloneStarter" in cmd:
             found["pulsar"] = int(entry.name)
+        elif head.endswith(("/gcs_server", "/raylet")):
+            found["ray-" + head.rsplit("/", 1)[1]] = int(entry.name)
+        elif any(part.endswith(b"dashboard/dashboard.py") for part in cmd):
+            found["ray-dashboard"] = int(entry.name)
     return found
 
 
@@ -156,9 +160,17 @@ def soak(minutes: float, rate: float, every: float, out_dir: Path) -> dict[str, 
                 next_sample += every
             time.sleep(0.02)
         producer.flush()
-        samples.append(
-            _sample(settings, topics, state_dir, time.monotonic() - t0, published, subscription_backlog)
-        )
+        # The stream ends: sample on until the backlog has drained (or 10 minutes).
+        drain_until = time.monotonic() + 600
+        while True:
+            elapsed = time.monotonic() - t0
+            samples.append(_sample(settings, topics, state_dir, elapsed, published, subscription_backlog))
+            last = samples[-1]
+            if (
+                last["backlog_analysis"] == 0 and last["backlog_aggregator"] == 0
+            ) or time.monotonic() > drain_until:
+                break
+            time.sleep(min(every, 10))
     finally:
         producer.close()
         client.close()
