@@ -69,6 +69,20 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
+def descendants(roots: set[int], table: dict[int, tuple[int, str]] | None = None) -> set[int]:
+    """``roots`` and every process below them in ``table`` (default: the live process table)."""
+    table = _proc_table() if table is None else table
+    found = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _) in table.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found
+
+
 @dataclass(frozen=True)
 class RayHead:
     settings: BtcpulseSettings
@@ -132,15 +146,7 @@ class RayHead:
             if pid != os.getpid() and any(f"--node-id={n}" in cmd for n in node_ids)
         }
         # Add every descendant (workers, agents) of those roots.
-        found = set(roots)
-        changed = True
-        while changed:
-            changed = False
-            for pid, (ppid, _) in table.items():
-                if ppid in found and pid not in found:
-                    found.add(pid)
-                    changed = True
-        return found
+        return descendants(roots, table)
 
     def stop(self, timeout_s: float = 20.0) -> bool:
         pids = self.own_pids()

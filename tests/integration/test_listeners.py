@@ -82,18 +82,9 @@ def _name(pid: int) -> str:
 
 
 def _descendants(roots: set[int]) -> set[int]:
-    from cluster.local.ray_head import _proc_table
+    from cluster.local.ray_head import descendants
 
-    table = _proc_table()
-    found = set(roots)
-    changed = True
-    while changed:
-        changed = False
-        for pid, (ppid, _) in table.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                changed = True
-    return found
+    return descendants(roots)
 
 
 def stack_listeners(stack) -> list[tuple[int, str, str, int]]:
