@@ -39,7 +39,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from ray import serve
 
 from cluster.aggregates import parse_step
@@ -136,7 +136,20 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
-Time = Annotated[datetime, BeforeValidator(_not_a_number)]
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    """From 1970 to 9998: a default span or bucket step around the time then stays a valid
+    time (the fuzzer's ``end=0001-01-01`` minus the default 7 days was year 0: a 500)."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not _EARLIEST <= aware < _LATEST:
+        raise ValueError("a time from 1970-01-01 to 9998-12-31")
+    return value
+
+
+Time = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_in_range)]
 
 
 def _canonical_id(text: str) -> str:

@@ -195,14 +195,19 @@ def _observe(stack, run: str, rows: list[NewsItem]) -> Observed:
 
 
 def _totals(stack) -> tuple[int, int]:
-    health = stack.get("/healthz").json()
-    metrics = stack.get("/metrics").text
-    points = next(
-        int(float(line.split()[-1]))
-        for line in metrics.splitlines()
-        if line.startswith("btcpulse_vector_points ")
-    )
-    return health["articles"], points
+    """(articles in the aggregates, points in the vector store), once both answer: right after a
+    fault the stage that holds one may still be coming back."""
+
+    def read() -> tuple[int, int] | None:
+        articles = stack.get("/healthz").json().get("articles")
+        points = [
+            int(float(line.split()[-1]))
+            for line in stack.get("/metrics").text.splitlines()
+            if line.startswith("btcpulse_vector_points ")
+        ]
+        return (articles, points[0]) if articles is not None and points else None
+
+    return stack.wait_for("the stores' totals", read, timeout=300)
 
 
 def _wait_complete(stack, run: str, timeout: float = 900) -> None:
@@ -264,7 +269,7 @@ def _sample_drain(stack, run: str, t0: float) -> None:
         stored = _stored(stack, f"fault-{run}")
         BURST.append(("draining", time.monotonic() - t0, b.backlog if b else -1, b.unacked if b else -1,
                       _analysis_rss(stack), stored))  # fmt: skip
-        if stored >= N and _drained(stack):
+        if stored >= N and b is not None and not b.backlog and not b.unacked and _drained(stack):
             return
         time.sleep(2)
     raise AssertionError(f"the {run} burst did not drain in 900 s: {BURST[-3:]}")
@@ -389,7 +394,7 @@ def test_kill_aggregator(stack, rows, clean, run_copy) -> None:
     _kill9(stack, "ray::AggregatorConsumer")
     stack.wait_for(
         "the aggregator to count again",
-        lambda: stack.get("/healthz").json()["articles"] > counted,
+        lambda: (stack.get("/healthz").json()["articles"] or 0) > counted,  # None while it is down
         timeout=300,
         every=0.5,
     )

@@ -293,3 +293,17 @@ def test_times_are_iso_not_numbers(open_client: TestClient) -> None:
         r = open_client.get("/api/news", params=params)
         assert r.status_code == 422, params
         assert "ISO-8601" in r.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/events?distinct=false&end=0001-01-01T00%3A08%3A04Z&limit=16",  # found by the fuzzer: a 500
+        "/api/series?start=1969-12-31T23:59:59Z",
+        "/api/news?end=9999-06-01T00:00:00Z",
+    ],
+)
+def test_times_outside_1970_to_9998_are_client_errors(open_client: TestClient, query: str) -> None:
+    answer = open_client.get(query)
+    assert answer.status_code == 422, answer.text
+    assert "1970" in answer.text
