@@ -1,0 +1,148 @@
+"""How long a new article takes to reach an open dashboard, on a running stack (``make up``).
+
+    python -m bench.dashboard_latency [--url http://127.0.0.1:8000] [--n 20] [--gap 3]
+
+A headless Chromium tab (Debian's package) opens the dashboard on the live 15-minute window.
+Then, ``--n`` times, one real article of the recorded 2021-2022 news, dated now and with a URL
+of its own, is published to ``news.raw`` (the same producer settings as the collectors), and
+the script polls, in turn, the API (``GET /api/news/{id}``: the article is written and
+readable) and the page (its status line counts one more article). It reports, per article:
+
+* ``published -> written``: the pipeline (analysis batch wait, models, stores);
+* ``written -> on screen``: the dashboard's part (the live feed wakes the session, it reads
+  the stores, Bokeh draws), the figure the dashboard's "within 1 s" target is about.
+
+The polls alternate every ``--poll`` seconds, so each time is known to within one poll (and
+the page's count is read through Playwright, a few ms a read). Nothing is asserted; the figures
+are printed as a Markdown table and written as JSON beside the other benchmark results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+NEWS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "crypto_news_2021_2022"
+    / "cryptonews.csv"
+)
+
+
+def _shown(page: Any) -> int:
+    text = page.locator("text=/articles ·/").first.inner_text(timeout=30_000)
+    match = re.search(r"([\d,]+)\s+articles", text)
+    return int(match.group(1).replace(",", "")) if match else -1
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    from actors.replay import ReplayReport, read_file
+    from cluster.records import NewsItem
+    from cluster.settings import BtcpulseSettings
+    from cluster.topics import Topics, connect, create_producer
+
+    items = [r.record for r in read_file(news, report=ReplayReport()) if isinstance(r.record, NewsItem)]
+    settings = BtcpulseSettings()
+    client = connect(settings)
+    producer = create_producer(client, Topics.from_settings(settings).news_raw)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("dashboard_latency: Debian's chromium is not installed")
+    out: dict[str, list[float]] = {"written_s": [], "visible_s": []}
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    with sync_playwright() as pw, httpx.Client(base_url=url, timeout=10) as api:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url + "/dashboard")
+        page.locator(".bk-Figure").first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="15 min", exact=True).click()
+        time.sleep(2)
+        for i in range(n):
+            source = items[(i * 97) % len(items)]
+            now = datetime.now(UTC)
+            item = NewsItem.create(
+                source=source.source,
+                # a query parameter, not a fragment: canonical URLs drop fragments (same id)
+                url=f"{source.url}{'&' if '?' in source.url else '?'}latency={run}-{i}",
+                title=source.title,
+                summary=source.summary,
+                published_at=now,
+                fetched_at=now,
+            )
+            before = _shown(page)
+            t0 = time.monotonic()
+            producer.send(item)
+            written = visible = None
+            while time.monotonic() - t0 < 60 and (written is None or visible is None):
+                if written is None and api.get(f"/api/news/{item.id}").status_code == 200:
+                    written = time.monotonic() - t0
+                if visible is None and _shown(page) > before:
+                    visible = time.monotonic() - t0
+                time.sleep(poll_s)
+            if written is None or visible is None:
+                raise SystemExit(f"article {i} not seen within 60 s (written={written}, visible={visible})")
+            out["written_s"].append(written)
+            out["visible_s"].append(max(0.0, visible - written))
+            time.sleep(gap_s)
+        browser.close()
+    producer.close()
+    client.close()
+    return out
+
+
+def table(found: dict[str, list[float]]) -> str:
+    rows = [
+        "| stage | n | p50 | p95 | max |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, key in (("published -> written (API)", "written_s"), ("written -> on screen", "visible_s")):
+        values = found[key]
+        rows.append(
+            f"| {name} | {len(values)} | {statistics.median(values) * 1000:.0f} ms "
+            f"| {_quantile(values, 0.95) * 1000:.0f} ms | {max(values) * 1000:.0f} ms |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--gap", type=float, default=3.0, help="seconds between articles")
+    parser.add_argument("--poll", type=float, default=0.02)
+    parser.add_argument("--news", type=Path, default=NEWS)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    found = measure(args.url, args.n, args.gap, args.poll, args.news)
+    md = table(found)
+    sys.stdout.write(md + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    (args.out / f"dashboard-latency-{stamp}.json").write_text(
+        json.dumps({"url": args.url, "load": os.getloadavg(), **found, "table": md}, indent=1) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
