@@ -162,12 +162,20 @@ class AggregatorConsumer:
             self._observe(ts, article_id, topic_id, topic_label, title, sentiment)
         # Stored and published again (same ids: idempotent): a crash after the articles were
         # committed but before their events were may have left these unwritten.
-        events = [event_record(e) for e in self._bursts.advance(self._now)]
+        # (Not to the webhook: a restart would POST a baseline period's events again.)
+        self._emit_events([event_record(e) for e in self._bursts.advance(self._now)], webhook=False)
+        self._events_out.wait()
+
+    def _emit_events(self, events: list[NewsEvent], *, webhook: bool) -> int:
+        """Store ``events`` (upserts by id) and send them on the events topic (and the webhook);
+        the caller waits for the broker. Returns how many."""
         if events:
             self._store.upsert_events(events)
             for event in events:
                 self._events_out.send(event, key=event.id)
-            self._events_out.wait()
+                if webhook and self._webhook:
+                    self._webhook.send(event.to_dict())
+        return len(events)
 
     def _observe(
         self, ts: float, article_id: str, topic_id: int, topic_label: str, title: str, sentiment: float
@@ -215,14 +223,7 @@ class AggregatorConsumer:
         new_prices = self._store.add_prices(ticks)
         new_count = len(new_articles) + len(new_prices)
         self._stats["dead_letters"] += self._store.add_deadletters(letters)
-        events = self._detect(new_articles)
-        if events:
-            self._store.upsert_events(events)
-            for event in events:
-                self._events_out.send(event, key=event.id)
-                if self._webhook:
-                    self._webhook.send(event.to_dict())
-            self._stats["event_updates"] += len(events)
+        self._stats["event_updates"] += self._emit_events(self._detect(new_articles), webhook=True)
         # windows: the 1-minute buckets this batch's rows fell in, recomputed from the store;
         # redelivered rows count too, since their windows may not have gone out before a crash
         times = [a.published_ts for a in articles] + [t.ts_epoch for t in ticks]

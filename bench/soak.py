@@ -64,39 +64,22 @@ def _cli(env: dict[str, str], *args: str) -> None:
 
 def _processes(state_dir: Path) -> dict[str, int]:
     """name -> pid of the stack's processes: Ray's actors by name, Pulsar, Ray's core."""
-    marker = f"BTCPULSE_STATE_DIR={state_dir}".encode()
+    from cluster.local.process import stack_processes
+
     found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-        except OSError:
-            continue
+    for pid, cmd in stack_processes(state_dir).items():
         head = cmd[0].decode(errors="replace")
         if head.startswith("ray::"):
             name = head.removeprefix("ray::").split(".")[0].split(" ")[0]
             if name != "IDLE":
-                found[name] = int(entry.name)
+                found[name] = pid
         elif b"org.apache.pulsar.PulsarStandaloneStarter" in cmd:
-            found["pulsar"] = int(entry.name)
+            found["pulsar"] = pid
         elif head.endswith(("/gcs_server", "/raylet")):
-            found["ray-" + head.rsplit("/", 1)[1]] = int(entry.name)
+            found["ray-" + head.rsplit("/", 1)[1]] = pid
         elif any(part.endswith(b"dashboard/dashboard.py") for part in cmd):
-            found["ray-dashboard"] = int(entry.name)
+            found["ray-dashboard"] = pid
     return found
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _texts() -> list[Any]:
@@ -183,13 +166,15 @@ def _sample(
 ) -> dict:
     import httpx
 
+    from cluster.local.process import rss_mb
+
     try:
         stored = httpx.get(f"{settings.api_url}/healthz", timeout=10).json().get("articles", -1)
     except (httpx.HTTPError, ValueError):
         stored = -1
     raw = backlog(settings, topics.news_raw.name, "analysis")
     scored = backlog(settings, topics.news_scored.name, "aggregator")
-    memory = {name: round(_rss_mib(pid)) for name, pid in sorted(_processes(state_dir).items())}
+    memory = {name: round(rss_mb(pid) or 0) for name, pid in sorted(_processes(state_dir).items())}
     row = {
         "t_s": round(elapsed),
         "published": published,

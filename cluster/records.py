@@ -63,6 +63,7 @@ def to_ts(text: str) -> float:
 
 
 MAX_URL_CHARS = 4096
+MAX_SOURCE_CHARS = 64
 
 
 def clean_text(raw: str | bytes | None, limit: int) -> str:
@@ -213,7 +214,7 @@ class NewsItem(Record):
             canon = ""  # a feed's GUID still identifies the item; the broken link is dropped
         return cls(
             id=article_id(canonical=canon or None, guid=guid),
-            source=clean_text(source, 64) or "unknown",
+            source=clean_text(source, MAX_SOURCE_CHARS) or "unknown",
             url=canon,
             title=clean_title,
             summary=clean_text(summary, max_summary_chars),
@@ -236,7 +237,7 @@ class NewsItem(Record):
             for text, limit in (
                 (self.title, max_title_chars),
                 (self.summary, max_summary_chars),
-                (self.source, 64),
+                (self.source, MAX_SOURCE_CHARS),
             )
         )
         if (title, summary, source) == (self.title, self.summary, self.source):

@@ -85,6 +85,20 @@ class Stack:
             os.environ.clear()
             os.environ.update(old)
 
+    def drained(self) -> bool:
+        """Every consuming stage has caught up: no backlog, nothing unacknowledged."""
+        from cluster.pulsar_admin import subscription_backlog
+        from cluster.topics import Topics
+
+        settings = self.settings()
+        topics = Topics.from_settings(settings)
+        for topic, sub in ((topics.news_raw.name, "analysis"), (topics.news_scored.name, "aggregator"),
+                           (topics.prices.name, "aggregator")):  # fmt: skip
+            b = subscription_backlog(settings, topic, sub)
+            if b is None or b.backlog or b.unacked:
+                return False
+        return True
+
     def wait_for(self, what: str, check, timeout: float = 300, every: float = 1.0):
         deadline = time.monotonic() + timeout
         last = None

@@ -48,6 +48,22 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def stack_processes(state_dir: Path) -> dict[int, list[bytes]]:
+    """pid -> command line (argv) of every process started for the stack under ``state_dir``:
+    the CLI gives each of them (Pulsar, Ray's head and all it starts) ``BTCPULSE_STATE_DIR``."""
+    marker = f"BTCPULSE_STATE_DIR={state_dir}".encode()
+    found: dict[int, list[bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+    return found
+
+
 def spawn(cmd: list[str], *, log_file: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
     """Start ``cmd`` as a daemon in its own session, output appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)

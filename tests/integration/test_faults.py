@@ -27,13 +27,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from actors.replay import ReplayReport, read_file
+from cluster.local.process import rss_mb, stack_processes
 from cluster.records import NewsItem, format_time
 from cluster.topics import PRODUCER_BATCH_MAX
 from tests.conftest import ARTIFACTS, REPO
@@ -64,20 +65,9 @@ class Observed:
 # -- the stack's processes and actors ----------------------------------------------------------
 def _stack_pids(stack, prefix: str) -> list[int]:
     """Processes whose command line starts with ``prefix`` and that belong to this stack."""
-    marker = f"BTCPULSE_STATE_DIR={stack.state_dir}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if not cmd.startswith(prefix.encode()):
-                continue
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    return [
+        pid for pid, cmd in stack_processes(stack.state_dir).items() if cmd[0].startswith(prefix.encode())
+    ]
 
 
 def _kill9(stack, prefix: str) -> int:
@@ -138,10 +128,7 @@ def _copy_file(tmp: Path, run: str, rows: list[NewsItem], extra: list[dict] | No
 
 
 def _original_url(url: str, run: str) -> str:
-    for suffix in (f"?copy={run}", f"&copy={run}"):
-        if url.endswith(suffix):
-            return url[: -len(suffix)]
-    # canonical URLs sort their query: the copy parameter may sit anywhere
+    # canonical URLs sort their query: the copy parameter may sit anywhere in it
     return url.replace(f"copy={run}&", "").replace(f"&copy={run}", "").replace(f"?copy={run}", "")
 
 
@@ -162,19 +149,6 @@ def _articles(stack, source: str) -> list[dict]:
         before = body.get("next_before")
         if not before or not body["results"]:
             return found
-
-
-def _drained(stack) -> bool:
-    from cluster.pulsar_admin import subscription_backlog
-    from cluster.topics import Topics
-
-    settings = stack.settings()
-    topics = Topics.from_settings(settings)
-    for topic, sub in ((topics.news_raw.name, "analysis"), (topics.news_scored.name, "aggregator")):
-        b = subscription_backlog(settings, topic, sub)
-        if b is None or b.backlog or b.unacked:
-            return False
-    return True
 
 
 def _observe(stack, run: str, rows: list[NewsItem]) -> Observed:
@@ -214,7 +188,7 @@ def _wait_complete(stack, run: str, timeout: float = 900) -> None:
     source = f"fault-{run}"
     stack.wait_for(
         f"{N} articles of {source} stored and counted",
-        lambda: _stored(stack, source) >= N and _drained(stack),
+        lambda: _stored(stack, source) >= N and stack.drained(),
         timeout=timeout,
         every=3,
     )
@@ -251,10 +225,7 @@ BURST: list[tuple[str, float, int, int, float, int]] = []
 
 def _analysis_rss(stack) -> float:
     pids = _stack_pids(stack, "ray::AnalysisConsumer")
-    for line in Path(f"/proc/{pids[0]}/status").read_text().splitlines() if pids else []:
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return (rss_mb(pids[0]) or 0.0) if pids else 0.0
 
 
 def _sample_drain(stack, run: str, t0: float) -> None:
@@ -269,7 +240,7 @@ def _sample_drain(stack, run: str, t0: float) -> None:
         stored = _stored(stack, f"fault-{run}")
         BURST.append(("draining", time.monotonic() - t0, b.backlog if b else -1, b.unacked if b else -1,
                       _analysis_rss(stack), stored))  # fmt: skip
-        if stored >= N and b is not None and not b.backlog and not b.unacked and _drained(stack):
+        if stored >= N and b is not None and not b.backlog and not b.unacked and stack.drained():
             return
         time.sleep(2)
     raise AssertionError(f"the {run} burst did not drain in 900 s: {BURST[-3:]}")
@@ -355,11 +326,11 @@ def _recovered(stack, run: str, since: int, timeout: float = 600) -> float:
 
 
 @pytest.fixture
-def run_copy(stack, rows, clean, tmp_path) -> Iterator[Callable[..., tuple[Path, tuple[int, int]]]]:
+def run_copy(stack, rows, clean, tmp_path) -> Callable[..., tuple[Path, tuple[int, int]]]:
     def make(run: str, extra: list[dict] | None = None) -> tuple[Path, tuple[int, int]]:
         return _copy_file(tmp_path, run, rows, extra), _totals(stack)
 
-    yield make
+    return make
 
 
 # -- the faults ------------------------------------------------------------------------------------

@@ -11,23 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.pulsar_admin import subscription_backlog, topic_stats
+from cluster.pulsar_admin import topic_stats
 from cluster.topics import Topics
 
 pytestmark = pytest.mark.integration
 
 N_NEWS = 500
-
-
-def _drained(stack) -> bool:
-    settings = stack.settings()
-    topics = Topics.from_settings(settings)
-    for topic, sub in ((topics.news_raw.name, "analysis"), (topics.news_scored.name, "aggregator"),
-                       (topics.prices.name, "aggregator")):  # fmt: skip
-        b = subscription_backlog(settings, topic, sub)
-        if b is None or b.backlog or b.unacked:
-            return False
-    return True
 
 
 def _series_totals(stack) -> tuple[int, int]:
@@ -51,7 +40,7 @@ def replayed(stack, news_csv: Path, prices_csv: Path):
         ),
         timeout=600,
     )
-    stack.wait_for("the pipeline to drain", lambda: _drained(stack), timeout=300)
+    stack.wait_for("the pipeline to drain", stack.drained, timeout=300)
     return done
 
 
@@ -139,7 +128,7 @@ def test_replaying_the_same_rows_changes_no_count(stack, replayed, news_csv: Pat
     assert f"published {N_NEWS} news" in done.stdout
     # The second run publishes under new producer names, so the broker delivers every message
     # again; only the consumers' idempotent writes keep the counts.
-    stack.wait_for("the pipeline to drain", lambda: _drained(stack), timeout=600)
+    stack.wait_for("the pipeline to drain", stack.drained, timeout=600)
     received = topic_stats(stack.settings(), raw_topic)["msgInCounter"]
     assert received == received_before + N_NEWS, "the broker did not take the second run"
     after = (stack.get("/healthz").json(), _series_totals(stack))
@@ -196,7 +185,7 @@ def test_topic_model_learns_readable_topics(stack, replayed, news_csv: Path) -> 
     # they get topics that the API lists.
     known = {t["id"] for t in topics}
     stack.cli("replay", str(news_csv), "--limit", str(N_NEWS))
-    stack.wait_for("the pipeline to drain", lambda: _drained(stack), timeout=600)
+    stack.wait_for("the pipeline to drain", stack.drained, timeout=600)
     latest = stack.get("/api/news/latest", limit=N_NEWS).json()["results"]
     assert len(latest) == N_NEWS
     # The model kept learning from the second pass: every topic known before keeps its id and
