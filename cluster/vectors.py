@@ -3,8 +3,15 @@
     QDRANT_URL unset     -> :class:`EdgeVectorStore`, Qdrant's engine in this process
                             (qdrant-edge-py), data under <state_dir>/qdrant/<collection>;
                             one process owns it (the vector-store actor).
-    QDRANT_URL=http://…  -> :class:`ClientVectorStore` through qdrant-client.
+    QDRANT_URL=http://…  -> :class:`ClientVectorStore` through qdrant-client: a Qdrant server
+                            or cluster; the collection is created the first time with the
+                            qdrant_shards / _replication_factor / _write_consistency_factor /
+                            _hnsw_m / _hnsw_ef_construct / _on_disk settings.
     QDRANT_URL=:memory:  -> qdrant-client's in-process mode, which speaks the same API (tests).
+    QDRANT_URL=path:DIR  -> qdrant-client's in-process mode kept in DIR (``file:///DIR`` too; a
+                            relative DIR is under the state dir): it survives a restart of the
+                            vector-store actor. One process at a time; no payload indexes and
+                            a scan per query, so for tests and small data only.
 
 Points are keyed by the article id (a UUID derived from the canonical URL), so an upsert
 of a redelivered article overwrites the same point and counts nothing twice.
@@ -12,22 +19,43 @@ of a redelivered article overwrites the same point and counts nothing twice.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from cluster.settings import BtcpulseSettings
+
+log = logging.getLogger(__name__)
 
 # Payload fields with an index: time ranges, ordering by time, and exact-match filters
 # (``categories`` is a list: a point matches when any of its categories does).
 FLOAT_FIELDS = ("published_ts", "sentiment")
 KEYWORD_FIELDS = ("source", "sentiment_label", "categories", "story_id")
 INTEGER_FIELDS = ("topic_id",)
+#: Qdrant's own default for the HNSW full-scan threshold (KB of vectors), which qdrant-edge's
+#: HnswIndexConfig wants spelled out.
+HNSW_FULL_SCAN_THRESHOLD = 10_000
+
+
+class VectorStoreConfigError(ValueError):
+    """The store holds a collection this configuration cannot use (e.g. another vector size)."""
+
+
+def _mismatch(where: str, size: Any, distance: Any, dim: int) -> VectorStoreConfigError:
+    return VectorStoreConfigError(
+        f"{where} holds {size}-dimensional {distance} vectors, but the embedding model makes "
+        f"{dim}-dimensional Cosine ones: set BTCPULSE_QDRANT_COLLECTION to a new collection (or "
+        "delete this one) and replay the news to re-index it, or configure the model it was built with"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +144,12 @@ def open_vector_store(settings: BtcpulseSettings, dim: int) -> VectorStore:
     """The store the settings name (see the module docstring)."""
     if settings.qdrant_url:
         return ClientVectorStore(settings, dim)
-    return EdgeVectorStore(settings.state_dir / "qdrant" / settings.qdrant_collection, dim)
+    return EdgeVectorStore(
+        settings.state_dir / "qdrant" / settings.qdrant_collection,
+        dim,
+        hnsw_m=settings.qdrant_hnsw_m,
+        hnsw_ef_construct=settings.qdrant_hnsw_ef_construct,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,17 +160,39 @@ def open_vector_store(settings: BtcpulseSettings, dim: int) -> VectorStore:
 class EdgeVectorStore(VectorStore):
     """Qdrant's engine in-process. Not shareable between processes: one owner at a time."""
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(
+        self, path: Path, dim: int, *, hnsw_m: int | None = None, hnsw_ef_construct: int | None = None
+    ) -> None:
+        """``hnsw_m`` / ``hnsw_ef_construct``: the HNSW graph's parameters (None: the engine's
+        defaults, or what the shard was last opened with); they apply to graphs built from then on."""
         import qdrant_edge as qe
 
         self._qe = qe
         self._lock = threading.Lock()  # serialise writes; reads run concurrently in the engine
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
-        path.mkdir(parents=True, exist_ok=True)
-        has_data = any(path.iterdir())
-        self._shard = (
-            qe.EdgeShard.load(str(path), config) if has_data else qe.EdgeShard.create(str(path), config)
+        hnsw = None
+        if hnsw_m is not None or hnsw_ef_construct is not None:
+            hnsw = qe.HnswIndexConfig(
+                m=16 if hnsw_m is None else hnsw_m,
+                ef_construct=100 if hnsw_ef_construct is None else hnsw_ef_construct,
+                full_scan_threshold=HNSW_FULL_SCAN_THRESHOLD,
+            )
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine), hnsw_config=hnsw
         )
+        path.mkdir(parents=True, exist_ok=True)
+        if any(path.iterdir()):
+            try:
+                self._shard = qe.EdgeShard.load(str(path), config)
+            except Exception as exc:  # the engine raises a bare Exception
+                if "incompatible" not in str(exc).lower():
+                    raise
+                raise VectorStoreConfigError(
+                    f"the embedded shard at {path} does not fit {dim}-dimensional Cosine vectors ({exc}): "
+                    "set BTCPULSE_QDRANT_COLLECTION to a new collection (or delete this directory) and "
+                    "replay the news to re-index it, or configure the model it was built with"
+                ) from exc
+        else:
+            self._shard = qe.EdgeShard.create(str(path), config)
         existing = set(self._shard.info().payload_schema)
         for name in FLOAT_FIELDS:
             if name not in existing:
@@ -237,29 +292,118 @@ class EdgeVectorStore(VectorStore):
 
 
 class ClientVectorStore(VectorStore):
-    """A Qdrant server (or cluster) by URL through qdrant-client."""
+    """A Qdrant server (or cluster) by URL through qdrant-client, or its in-process mode."""
 
     def __init__(self, settings: BtcpulseSettings, dim: int) -> None:
-        from qdrant_client import QdrantClient, models
+        from qdrant_client import models
 
         self._m = models
-        url = settings.qdrant_url or ":memory:"
-        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        self._client = (
-            QdrantClient(location=":memory:") if url == ":memory:" else QdrantClient(url=url, api_key=key)
-        )
         self._name = settings.qdrant_collection
-        if not self._client.collection_exists(self._name):
-            self._client.create_collection(
-                self._name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        self._client, self._local = _qdrant_client(settings)
+        self._where = f"Qdrant collection {self._name!r} at {_redacted(settings.qdrant_url or ':memory:')}"
+        # In-process mode is one Python structure (and, with a path, one SQLite file) that the
+        # actor's threads would share: one call at a time. A server takes concurrent calls.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self._local else contextlib.nullcontext()
+        )
+        try:
+            if not self._client.collection_exists(self._name):
+                self._create_collection(settings, dim)
+            self._check_vectors(dim)
+            self._ensure_payload_indexes(settings)
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _create_collection(self, settings: BtcpulseSettings, dim: int) -> None:
+        m = self._m
+        if settings.qdrant_write_consistency_factor > settings.qdrant_replication_factor:
+            raise VectorStoreConfigError(
+                f"qdrant_write_consistency_factor ({settings.qdrant_write_consistency_factor}) cannot "
+                f"exceed qdrant_replication_factor ({settings.qdrant_replication_factor})"
             )
-        if url != ":memory:":  # the in-process mode has no payload indexes (and warns)
-            for name in FLOAT_FIELDS:
-                self._client.create_payload_index(self._name, name, models.PayloadSchemaType.FLOAT)
-            for name in KEYWORD_FIELDS:
-                self._client.create_payload_index(self._name, name, models.PayloadSchemaType.KEYWORD)
-            for name in INTEGER_FIELDS:
-                self._client.create_payload_index(self._name, name, models.PayloadSchemaType.INTEGER)
+        try:
+            self._client.create_collection(
+                self._name,
+                vectors_config=m.VectorParams(
+                    size=dim, distance=m.Distance.COSINE, on_disk=settings.qdrant_on_disk
+                ),
+                shard_number=settings.qdrant_shards,
+                replication_factor=settings.qdrant_replication_factor,
+                write_consistency_factor=settings.qdrant_write_consistency_factor,
+                hnsw_config=m.HnswConfigDiff(
+                    m=settings.qdrant_hnsw_m, ef_construct=settings.qdrant_hnsw_ef_construct
+                ),
+            )
+        except Exception:
+            # Another process (a second vector-store actor starting) may have created it first.
+            if not self._client.collection_exists(self._name):
+                raise
+        log.info(
+            "created %s: %d shard(s), replication %d, write consistency %d, hnsw m=%d ef_construct=%d%s",
+            self._where,
+            settings.qdrant_shards,
+            settings.qdrant_replication_factor,
+            settings.qdrant_write_consistency_factor,
+            settings.qdrant_hnsw_m,
+            settings.qdrant_hnsw_ef_construct,
+            ", vectors on disk" if settings.qdrant_on_disk else "",
+        )
+
+    def _check_vectors(self, dim: int) -> None:
+        """An existing collection must hold one unnamed Cosine vector of the model's size."""
+        m = self._m
+        vectors = self._client.get_collection(self._name).config.params.vectors
+        if not isinstance(vectors, m.VectorParams):
+            names = sorted(vectors or {})
+            raise VectorStoreConfigError(
+                f"{self._where} holds named vectors {names}, not the one unnamed vector btcpulse writes: "
+                "set BTCPULSE_QDRANT_COLLECTION to a collection of its own"
+            )
+        distance = getattr(vectors.distance, "value", vectors.distance)
+        if vectors.size != dim or vectors.distance != m.Distance.COSINE:
+            raise _mismatch(self._where, vectors.size, distance, dim)
+
+    def _index_schemas(self, settings: BtcpulseSettings) -> dict[str, Any]:
+        """Each indexed payload field and how it is indexed.
+
+        ``published_ts`` is principal: nearly every read is a time range or ordered by time, so
+        the server lays points out by it. No field is a tenant (``is_tenant``): queries run across
+        sources, sentiments and categories, never within just one. Indexes stay in RAM (filters
+        use them on every query) except ``story_id``'s with ``qdrant_on_disk``: one value per
+        story, read only for a story's timeline.
+        """
+        m = self._m
+        schemas: dict[str, Any] = {
+            "published_ts": m.FloatIndexParams(type=m.FloatIndexType.FLOAT, is_principal=True),
+            "sentiment": m.PayloadSchemaType.FLOAT,
+            "source": m.PayloadSchemaType.KEYWORD,
+            "sentiment_label": m.PayloadSchemaType.KEYWORD,
+            "categories": m.PayloadSchemaType.KEYWORD,
+            "story_id": (
+                m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, on_disk=True)
+                if settings.qdrant_on_disk
+                else m.PayloadSchemaType.KEYWORD
+            ),
+            # exact matches only: no range index
+            "topic_id": m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=True, range=False),
+        }
+        assert set(schemas) == {*FLOAT_FIELDS, *KEYWORD_FIELDS, *INTEGER_FIELDS}
+        return schemas
+
+    def _ensure_payload_indexes(self, settings: BtcpulseSettings) -> None:
+        """Create the indexes the collection lacks (or holds with another type); no call for
+        one that exists, so opening the store again changes nothing."""
+        existing = self._client.get_collection(self._name).payload_schema or {}
+        with warnings.catch_warnings():
+            # in-process mode keeps no payload indexes and says so once; the calls still run
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect", category=UserWarning)
+            for field, schema in self._index_schemas(settings).items():
+                data_type = getattr(schema, "type", schema)
+                have = existing.get(field)
+                if have is not None and _type_name(have.data_type) == _type_name(data_type):
+                    continue
+                self._client.create_payload_index(self._name, field, field_schema=schema, wait=True)
 
     def _filter(self, flt: SearchFilter | None) -> Any:
         m = self._m
@@ -278,55 +422,108 @@ class ClientVectorStore(VectorStore):
             m.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
             for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
         ]
-        self._client.upsert(self._name, points=points, wait=True)
+        with self._lock:
+            self._client.upsert(self._name, points=points, wait=True)
 
     def search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[VectorHit]:
-        result = self._client.query_points(
-            self._name,
-            query=np.asarray(vector, dtype=np.float32).tolist(),
-            limit=k,
-            query_filter=self._filter(flt),
-            with_payload=True,
-        )
+        with self._lock:
+            result = self._client.query_points(
+                self._name,
+                query=np.asarray(vector, dtype=np.float32).tolist(),
+                limit=k,
+                query_filter=self._filter(flt),
+                with_payload=True,
+            )
         return [VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
 
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         m = self._m
-        records, _ = self._client.scroll(
-            self._name,
-            scroll_filter=self._filter(flt),
-            limit=limit,
-            with_payload=True,
-            order_by=m.OrderBy(key="published_ts", direction=m.Direction.DESC),
-        )
+        with self._lock:
+            records, _ = self._client.scroll(
+                self._name,
+                scroll_filter=self._filter(flt),
+                limit=limit,
+                with_payload=True,
+                order_by=m.OrderBy(key="published_ts", direction=m.Direction.DESC),
+            )
         return [dict(r.payload or {}) for r in records]
 
     def retrieve(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [
-            dict(r.payload or {}) for r in self._client.retrieve(self._name, ids=list(ids), with_payload=True)
-        ]
+        with self._lock:
+            records = self._client.retrieve(self._name, ids=list(ids), with_payload=True)
+        return [dict(r.payload or {}) for r in records]
 
     def count(self, flt: SearchFilter | None = None) -> int:
-        return int(self._client.count(self._name, count_filter=self._filter(flt), exact=True).count)
+        with self._lock:
+            return int(self._client.count(self._name, count_filter=self._filter(flt), exact=True).count)
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        records = self._client.retrieve(self._name, ids=list(ids), with_payload=False, with_vectors=True)
+        with self._lock:
+            records = self._client.retrieve(self._name, ids=list(ids), with_payload=False, with_vectors=True)
         return {str(r.id): _as_array(r.vector) for r in records}
 
     def recent(self, start_ts: float, limit: int) -> RecentPoints:
         m = self._m
-        records, _ = self._client.scroll(
-            self._name,
-            scroll_filter=self._filter(SearchFilter(start_ts=start_ts)),
-            limit=limit,
-            with_payload=True,
-            with_vectors=True,
-            order_by=m.OrderBy(key="published_ts", direction=m.Direction.DESC),
-        )
+        with self._lock:
+            records, _ = self._client.scroll(
+                self._name,
+                scroll_filter=self._filter(SearchFilter(start_ts=start_ts)),
+                limit=limit,
+                with_payload=True,
+                with_vectors=True,
+                order_by=m.OrderBy(key="published_ts", direction=m.Direction.DESC),
+            )
         return _recent_points([(str(r.id), r.vector, dict(r.payload or {})) for r in records])
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            self._client.close()
+
+
+def local_path(url: str, state_dir: Path) -> Path | None:
+    """The directory of a ``path:DIR`` or ``file:///DIR`` URL (a relative DIR is under the state
+    dir), or None for any other URL."""
+    if url.startswith("path:"):
+        raw = url.removeprefix("path:")
+    elif url.startswith("file:"):
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise VectorStoreConfigError(f"QDRANT_URL {url!r}: a file: URL names a local directory")
+        raw = unquote(parsed.path)
+    else:
+        return None
+    if not raw:
+        raise VectorStoreConfigError(f"QDRANT_URL {url!r} names no directory")
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else state_dir / path
+
+
+def _qdrant_client(settings: BtcpulseSettings) -> tuple[Any, bool]:
+    """(the client the URL names, whether it is qdrant-client's in-process mode)."""
+    from qdrant_client import QdrantClient
+
+    url = settings.qdrant_url or ":memory:"
+    if url == ":memory:":
+        return QdrantClient(location=":memory:"), True
+    path = local_path(url, settings.state_dir)
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        return QdrantClient(path=str(path)), True
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return QdrantClient(url=url, api_key=key), False
+
+
+def _redacted(url: str) -> str:
+    """A URL fit for a message: no user or password."""
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    return parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _type_name(t: Any) -> str:
+    """A payload schema type as its plain name ("float"), enum or string."""
+    return str(getattr(t, "value", t)).lower()
 
 
 def _as_array(vector: Any) -> np.ndarray:

@@ -1,6 +1,6 @@
 """cluster.vectors: one contract, run against both real backends: embedded qdrant-edge
 (EdgeVectorStore on a temporary directory) and qdrant-client's in-process mode
-(ClientVectorStore with QDRANT_URL=":memory:")."""
+(ClientVectorStore with QDRANT_URL=":memory:", and kept in a directory with "path:DIR")."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ PAYLOADS: list[dict[str, Any]] = [
 ]
 
 
+KINDS = ["edge", "client", "client-path"]
+
+
 def _settings(**kw: Any) -> BtcpulseSettings:
     return BtcpulseSettings(**kw)
 
@@ -54,10 +57,11 @@ def _settings(**kw: Any) -> BtcpulseSettings:
 def _open(kind: str, path: Path) -> VectorStore:
     if kind == "edge":
         return EdgeVectorStore(path / "qdrant" / "news", DIM)
-    return ClientVectorStore(_settings(qdrant_url=":memory:", qdrant_collection="news"), DIM)
+    url = f"path:{path / 'qdrant-local'}" if kind == "client-path" else ":memory:"
+    return ClientVectorStore(_settings(qdrant_url=url, qdrant_collection="news"), DIM)
 
 
-@pytest.fixture(params=["edge", "client"])
+@pytest.fixture(params=KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     """An empty store of each kind, for tests that write."""
     s = _open(request.param, tmp_path)
@@ -65,7 +69,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
     s.close()
 
 
-@pytest.fixture(scope="module", params=["edge", "client"])
+@pytest.fixture(scope="module", params=KINDS)
 def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
     """The four points in a store of each kind, shared by the read-only tests of this module
     (opening an embedded shard takes a good part of a second)."""
