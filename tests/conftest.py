@@ -148,3 +148,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return last.get(path.stem, rank.get(path.parent.name, 1))
 
     items.sort(key=key)
+
+
+# --- More stacks, each with settings of its own -----------------------------------------------
+
+
+def stack_with(extra_env: dict[str, str], *, port_shift: int, name: str) -> Iterator[Stack]:
+    """Start a stack like the session's, with ``extra_env`` on top and every port shifted by
+    ``port_shift`` from TEST_PORTS (so it can run beside the session's); yield it, then take it
+    down. For a fixture: ``yield from stack_with(...)``. Its Pulsar log is kept as
+    artifacts/pulsar-<name>.log."""
+    state_dir = Path(tempfile.mkdtemp(prefix=f"btcp-{name[:8]}-"))
+    env = dict(os.environ)
+    env.update({k: (str(int(v) + port_shift) if k.endswith("_PORT") else v) for k, v in TEST_PORTS.items()})
+    env.setdefault(SINGLE_NODE_ENV, "0")
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env.update(extra_env)
+    s = Stack(state_dir, env)
+    try:
+        s.cli("up", "--no-live", timeout=900)
+        yield s
+    finally:
+        try:
+            s.cli("down", timeout=300)
+        finally:
+            logs = state_dir / "pulsar" / "pulsar.log"
+            if logs.exists():
+                ARTIFACTS.mkdir(exist_ok=True)
+                shutil.copy(logs, ARTIFACTS / f"pulsar-{name}.log")
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+#: The qdrant-client vector store kept in a directory under the state dir (cluster.vectors:
+#: QDRANT_URL=path:DIR), standing in for a Qdrant server: no server binary runs in the tests.
+CLIENT_STORE_ENV = {"BTCPULSE_QDRANT_URL": "path:qdrant-client"}
+
+
+@pytest.fixture(scope="module")
+def client_store_stack() -> Iterator[Stack]:
+    """A stack whose vector store goes through qdrant-client, on TEST_PORTS + 500."""
+    yield from stack_with(CLIENT_STORE_ENV, port_shift=500, name="client-store")
