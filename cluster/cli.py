@@ -142,7 +142,9 @@ def up(
     _connect_ray(settings)
     _say(f"ray      ready at {RayHead(settings).address}  [{time.monotonic() - t0:.0f}s]")
 
-    handles = _start_consumers(settings)
+    from cluster.pipeline import start_pipeline
+
+    handles = start_pipeline(settings)
     _say(f"actors   {', '.join(sorted(handles))}  [{time.monotonic() - t0:.0f}s]")
     if live:
         _start_collectors(settings, source_list, _load_price_sources(sources))
@@ -157,31 +159,6 @@ def up(
     _say(f"API            {settings.api_url}/docs   (e.g. {settings.api_url}/api/search?q=bitcoin+etf)")
     _say(f"Ray dashboard  {settings.ray_dashboard_url}")
     _say(f"State          {settings.state_dir}   (stop with: btcpulse down)")
-
-
-def _start_consumers(settings: BtcpulseSettings) -> dict[str, Any]:
-    import ray
-
-    from actors.aggregator import AggregatorConsumer
-    from actors.analysis import AnalysisConsumer
-    from actors.topics import TopicModelActor
-    from actors.vector_store import VectorStoreActor
-    from serve.read import AGGREGATOR, TOPIC_MODEL, VECTOR_STORE
-
-    store = VectorStoreActor.options(name=VECTOR_STORE, get_if_exists=True).remote(  # type: ignore[attr-defined]
-        settings, settings.embedding_dim
-    )
-    topic_model = TopicModelActor.options(name=TOPIC_MODEL, get_if_exists=True).remote(settings)  # type: ignore[attr-defined]
-    aggregator = AggregatorConsumer.options(name=AGGREGATOR, get_if_exists=True).remote(settings)  # type: ignore[attr-defined]
-    handles: dict[str, Any] = {VECTOR_STORE: store, TOPIC_MODEL: topic_model, AGGREGATOR: aggregator}
-    for i in range(settings.analysis_actors):
-        name = f"analysis-{i}"
-        handles[name] = AnalysisConsumer.options(name=name, get_if_exists=True).remote(  # type: ignore[attr-defined]
-            settings, store, topic_model
-        )
-    # Wait until each has finished __init__ (models loaded, subscriptions open).
-    ray.get([h.stats.remote() for h in handles.values()], timeout=600)
-    return handles
 
 
 def _load_sources(path: Path | None) -> list[Any]:
@@ -259,7 +236,10 @@ def _start_serve(settings: BtcpulseSettings) -> None:
     from cluster.local.process import http_ok, wait_until
     from serve.app import APP_NAME, build_application
 
-    serve.start(http_options={"host": settings.bind_host, "port": settings.api_port})
+    serve.start(
+        proxy_location=settings.serve_proxy_location,
+        http_options={"host": settings.bind_host, "port": settings.api_port},
+    )
     serve.run(build_application(settings), name=APP_NAME, route_prefix="/", blocking=False)
     wait_until(lambda: http_ok(f"{settings.api_url}/healthz"), timeout_s=300, what="serve /healthz")
 
@@ -336,6 +316,8 @@ def _stop_actors(settings: BtcpulseSettings) -> None:
     import ray
     from ray import serve
 
+    from actors.pool import POOL
+
     _connect_ray(settings)
     serve.shutdown()
     names = [
@@ -343,10 +325,17 @@ def _stop_actors(settings: BtcpulseSettings) -> None:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["namespace"] == settings.ray_namespace
     ]
-    # Sources first, then analysis, then the stores: nothing is left half-written.
-    order = sorted(
-        names, key=lambda n: (0 if n.startswith("replay") else 1 if n.startswith("analysis") else 2, n)
-    )
+
+    # Sources first, then the pool (so it starts no more), then analysis, then the stores:
+    # nothing is left half-written.
+    def rank(name: str) -> int:
+        if name.startswith("replay"):
+            return 0
+        if name == POOL:
+            return 1
+        return 2 if name.startswith("analysis") else 3
+
+    order = sorted(names, key=lambda n: (rank(n), n))
     for name in order:
         handle = ray.get_actor(name, namespace=settings.ray_namespace)
         try:

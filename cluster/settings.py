@@ -51,6 +51,10 @@ class BtcpulseSettings(BaseSettings):
     pulsar_heap: str = "768m"
     pulsar_direct_memory: str = "512m"
     topic_prefix: str = "persistent://public/default/btcpulse"
+    # news.raw is a partitioned topic read through a Key_Shared subscription (key: the article
+    # id), so analysis actors share it and one article never runs on two of them at once.
+    # Partitions can be added later, never removed; a topic that already exists keeps its own.
+    news_partitions: int = 4
 
     # --- Ray / Serve ----------------------------------------------------------------------
     ray_address: str | None = Field(
@@ -62,6 +66,13 @@ class BtcpulseSettings(BaseSettings):
     ray_namespace: str = "btcpulse"
     bind_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Where Serve runs HTTP proxies: "HeadOnly" (one address: the head's) or "EveryNode" (a
+    # proxy per node, behind your load balancer; nodes must not share a machine: one port).
+    serve_proxy_location: str = "HeadOnly"
+    # The stages that keep state on local disk (the aggregates' SQLite, the embedded Qdrant
+    # shard, the topic model's snapshots) and the pool run on the head node, so a restart
+    # finds their files; with QDRANT_URL set the vector-store actor may run anywhere.
+    stateful_on_head: bool = True
     # Unset: no authentication (the local default, on loopback). Set: every route but /healthz
     # (the dashboard and its websocket too) needs it: `Authorization: Bearer <token>`, or
     # `?token=<token>` once in a browser, which then keeps an HttpOnly cookie.
@@ -85,6 +96,14 @@ class BtcpulseSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "BTCPULSE_QDRANT_API_KEY")
     )
     qdrant_collection: str = "news"
+    # A Qdrant server or cluster (QDRANT_URL): how the collection is created the first time.
+    qdrant_shards: int = 1
+    qdrant_replication_factor: int = 1
+    qdrant_write_consistency_factor: int = 1
+    # HNSW graph parameters (both stores) and whether vectors live on disk (server only).
+    qdrant_hnsw_m: int = 16
+    qdrant_hnsw_ef_construct: int = 100
+    qdrant_on_disk: bool = False
 
     # --- Models and batching --------------------------------------------------------------
     # A sentence-transformers name or a local path; empty means the packaged all-MiniLM-L6-v2.
@@ -101,7 +120,20 @@ class BtcpulseSettings(BaseSettings):
     embed_backend: str = "torch"
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
+    # The analysis pool: at least analysis_actors actors, at most analysis_max_actors (unset:
+    # the same, a fixed pool); between them the size follows news.raw's backlog, one actor per
+    # pool_backlog_per_actor waiting messages, checked every pool_interval_s. An actor leaves
+    # only after the backlog has stayed low for pool_scale_down_after_s.
     analysis_actors: int = 1
+    analysis_max_actors: int | None = None
+    pool_backlog_per_actor: int = 500
+    pool_interval_s: float = 10.0
+    pool_scale_down_after_s: float = 60.0
+    # What one analysis actor asks of the cluster: CPUs, GPUs (e.g. 1 for GPU worker nodes) and
+    # custom resources (JSON, e.g. {"analysis_node": 1} to keep them off the head node).
+    analysis_num_cpus: float = 1.0
+    analysis_num_gpus: float = 0.0
+    analysis_resources: dict[str, float] = Field(default_factory=dict)
     # Lets the consumer actors take inject_fault() calls (crash between the store write and
     # the acknowledgement, a poison marker the models fail on): the fault suite's hooks. Off
     # in production; a call while it is off is refused.
@@ -139,6 +171,13 @@ class BtcpulseSettings(BaseSettings):
         "batch_max_tokens",
         "receiver_queue_size",
         "analysis_actors",
+        "news_partitions",
+        "pool_backlog_per_actor",
+        "qdrant_shards",
+        "qdrant_replication_factor",
+        "qdrant_write_consistency_factor",
+        "qdrant_hnsw_m",
+        "qdrant_hnsw_ef_construct",
         "story_window_s",
         "topic_refit_every",
         "burst_step_s",
@@ -176,6 +215,25 @@ class BtcpulseSettings(BaseSettings):
         if v not in ("torch", "onnx", "onnx-int8"):
             raise ValueError("must be one of torch, onnx, onnx-int8")
         return v
+
+    @field_validator("serve_proxy_location")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        if v not in ("HeadOnly", "EveryNode", "Disabled"):
+            raise ValueError("must be HeadOnly, EveryNode or Disabled")
+        return v
+
+    @field_validator("analysis_max_actors")
+    @classmethod
+    def _max_actors(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @property
+    def pool_max(self) -> int:
+        """The analysis pool's largest size (never below its smallest)."""
+        return max(self.analysis_actors, self.analysis_max_actors or self.analysis_actors)
 
     @property
     def pulsar_service_url(self) -> str:

@@ -142,16 +142,38 @@ def connect(settings: BtcpulseSettings) -> pulsar.Client:
 PRODUCER_BATCH_MAX = 200
 
 
+def ensure_topics(settings: BtcpulseSettings) -> int:
+    """Create news.raw as a partitioned topic before anything auto-creates it unpartitioned;
+    returns its partition count (0: it exists unpartitioned, from an older version). The other
+    topics are created on first use."""
+    from cluster.pulsar_admin import ensure_partitioned
+
+    raw = Topics.from_settings(settings).news_raw.name
+    return ensure_partitioned(settings, raw, settings.news_partitions)
+
+
+def _key_shared(topic: Topic[Any]) -> bool:
+    """Topics whose subscribers share messages by key (news.raw: one article, one actor)."""
+    return topic.record_cls is NewsItem
+
+
 def create_producer(client: pulsar.Client, topic: Topic[Any], *, name: str | None = None) -> pulsar.Producer:
     """A producer for ``topic``. With a fixed ``name`` the broker deduplicates by sequence id,
-    so a restarted producer that resends with the same ids publishes nothing twice."""
+    so a restarted producer that resends with the same ids publishes nothing twice.
+
+    On a key-shared topic a message goes to its key's partition, unbatched: the broker hands a
+    batch to one consumer whole, and each article is a key of its own, so a key-based batch
+    would hold one message anyway (and key-based batches may go out of sequence-id order,
+    which the broker's deduplication would take for resends)."""
+    keyed = _key_shared(topic)
     return client.create_producer(
         topic.name,
         producer_name=name,
         schema=topic.schema(),
         block_if_queue_full=True,
         max_pending_messages=2000,
-        batching_enabled=True,
+        batching_enabled=not keyed,
+        message_routing_mode=pulsar.PartitionsRoutingMode.RoundRobinDistribution,
         batching_max_messages=PRODUCER_BATCH_MAX,
         batching_max_publish_delay_ms=5,
         send_timeout_millis=0,  # never give up: retry until the broker is back
@@ -168,7 +190,8 @@ def subscribe(
     batch_size: int | None = None,
     wait_ms: int | None = None,
 ) -> pulsar.Consumer:
-    """A shared, durable subscription that receives in batches.
+    """A durable subscription that receives in batches: Key_Shared on news.raw (the consumers
+    of a pool share it, each key — an article id — on one of them at a time), Shared elsewhere.
 
     Messages are acknowledged by the caller only after its writes are durable; an
     unacknowledged message is redelivered (after a crash, or ``negative_acknowledge``).
@@ -177,12 +200,15 @@ def subscribe(
     instead of failing the whole batch.
     """
     topics = topic if isinstance(topic, list) else [topic]
+    keyed = all(_key_shared(t) for t in topics)
     return client.subscribe(
         [t.name for t in topics],
         subscription,
-        consumer_type=pulsar.ConsumerType.Shared,
+        consumer_type=pulsar.ConsumerType.KeyShared if keyed else pulsar.ConsumerType.Shared,
         initial_position=pulsar.InitialPosition.Earliest,
         receiver_queue_size=settings.receiver_queue_size,
+        # A partitioned topic's consumer holds a queue per partition: the total is the bound.
+        max_total_receiver_queue_size_across_partitions=settings.receiver_queue_size,
         negative_ack_redelivery_delay_ms=1000,
         unacked_messages_timeout_ms=0,
         batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(

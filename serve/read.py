@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from actors.pool import POOL
 from cluster.aggregates import Totals
 from cluster.records import DeadLetter, NewsEvent, WindowAggregate
 from cluster.settings import BtcpulseSettings
@@ -167,7 +168,7 @@ class ReadService:
         rows = []
         for stage, topic, subscription, prefix in stages:
             backlog = await asyncio.to_thread(subscription_backlog, self.settings, topic, subscription)
-            mine = [v for k, v in stats.items() if k.startswith(prefix)]
+            mine = [v for k, v in stats.items() if k.startswith(prefix) and k != POOL]
             rows.append(
                 {
                     "stage": stage,

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.local.ray_head import SINGLE_NODE_ENV
+from cluster.local.ray_head import AUTH_MODE_ENV, SINGLE_NODE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -118,6 +118,7 @@ def stack() -> Iterator[Stack]:
     env.update(TEST_PORTS)
     # Drivers the tests start themselves (ray.init) keep Ray's node on 127.0.0.1, as the CLI's do.
     env.setdefault(SINGLE_NODE_ENV, "0")
+    env.setdefault(AUTH_MODE_ENV, "disabled")
     # Fault injection on: the fault suite arms crashes and poison through the actors.
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "BTCPULSE_FAULT_INJECTION": "1"})
     s = Stack(state_dir, env)

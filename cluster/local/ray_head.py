@@ -35,12 +35,16 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (names, not a bind)
 # Read by Ray when ray._private.ray_constants is imported.
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# `ray start --head` turns token authentication on by itself when ~/.ray/auth_token exists
+# (any local `ray.init()` writes one), while a driver given an address does not: the head
+# would refuse its own stack. The mode is therefore always said, the same to both sides.
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
 def ray_env(settings: BtcpulseSettings) -> dict[str, str]:
     """What the head and every driver of a loopback stack need in their environment."""
     if settings.ray_address is None and settings.bind_host in LOOPBACK_HOSTS:
-        return {SINGLE_NODE_ENV: "0"}
+        return {SINGLE_NODE_ENV: "0", AUTH_MODE_ENV: os.environ.get(AUTH_MODE_ENV, "disabled")}
     return {}
 
 

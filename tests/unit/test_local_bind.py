@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cluster.local.pulsar import PulsarStandalone, _loopback_interface
-from cluster.local.ray_head import SINGLE_NODE_ENV, node_ip, ray_env
+from cluster.local.ray_head import AUTH_MODE_ENV, SINGLE_NODE_ENV, node_ip, ray_env
 from cluster.settings import BtcpulseSettings
 
 
@@ -17,8 +17,8 @@ def _settings(tmp_path: Path, **kw: object) -> BtcpulseSettings:
 def test_loopback_head_keeps_ray_on_127_0_0_1(tmp_path: Path) -> None:
     s = _settings(tmp_path)
     assert node_ip(s) == "127.0.0.1"
-    assert ray_env(s) == {SINGLE_NODE_ENV: "0"}
-    assert ray_env(_settings(tmp_path, bind_host="localhost")) == {SINGLE_NODE_ENV: "0"}
+    assert ray_env(s) == {SINGLE_NODE_ENV: "0", AUTH_MODE_ENV: "disabled"}
+    assert ray_env(_settings(tmp_path, bind_host="localhost"))[SINGLE_NODE_ENV] == "0"
 
 
 def test_other_bind_hosts_leave_ray_alone(tmp_path: Path) -> None:
