@@ -163,6 +163,7 @@ def stack_with(extra_env: dict[str, str], *, port_shift: int, name: str) -> Iter
     env = dict(os.environ)
     env.update({k: (str(int(v) + port_shift) if k.endswith("_PORT") else v) for k, v in TEST_PORTS.items()})
     env.setdefault(SINGLE_NODE_ENV, "0")
+    env.setdefault(AUTH_MODE_ENV, "disabled")
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.update(extra_env)
     s = Stack(state_dir, env)
