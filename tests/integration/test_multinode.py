@@ -1,8 +1,9 @@
 """A Ray cluster of three nodes on this machine: a head that takes no analysis work and two
 worker nodes, each its own `ray start` (raylet, object store, agents). btcpulse runs against it
-as against any external Ray cluster (RAY_ADDRESS). The analysis pool's two actors spread over
-the workers; one worker node is killed (SIGKILL to its whole process tree) mid-replay; Ray
-restarts its actors on the surviving worker, and every article is in the stores exactly once.
+as against any external Ray cluster (RAY_ADDRESS). The analysis pool grows from one actor to two
+on the replay's backlog, spread over the workers; one worker node is killed (SIGKILL to its whole
+process tree) mid-replay; Ray restarts its actor on the surviving worker; every article is in the
+stores exactly once; and once nothing waits the pool shrinks back to one.
 
 Slow (a second stack, three Ray nodes, two model-loading actors on two cores): marked ``slow``,
 and run in `make test` like the rest."""
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.pool import POOL
+from actors.pool import MEMBER_PREFIX, POOL
 from cluster.local.ray_head import AUTH_MODE_ENV, SINGLE_NODE_ENV, RayHead, descendants
 from tests.conftest import ARTIFACTS, REPO, TEST_PORTS, Stack
 
@@ -148,7 +149,13 @@ def cluster() -> Iterator[Cluster]:
             AUTH_MODE_ENV: "disabled",
             "RAY_ADDRESS": f"127.0.0.1:{RAY_PORT}",
             "BTCPULSE_STATE_DIR": str(state_dir),
-            "BTCPULSE_ANALYSIS_ACTORS": "2",
+            # The pool: 1 actor idle, 2 while more than 300 messages wait; back to 1 after 20 s
+            # of low backlog.
+            "BTCPULSE_ANALYSIS_ACTORS": "1",
+            "BTCPULSE_ANALYSIS_MAX_ACTORS": "2",
+            "BTCPULSE_POOL_BACKLOG_PER_ACTOR": "300",
+            "BTCPULSE_POOL_INTERVAL_S": "2",
+            "BTCPULSE_POOL_SCALE_DOWN_AFTER_S": "20",
             "BTCPULSE_RAY_NUM_CPUS": "0",
             # Ray declares a node dead after 3 missed health checks of 1 s (default 5 of 3 s).
             "RAY_health_check_period_ms": "1000",
@@ -158,11 +165,15 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster(state_dir, env)
     try:
         c.start_head()
-        c.start_worker("worker-a", 0)
-        c.start_worker("worker-b", 1)
-        c.stack.wait_for(
-            "two worker nodes", lambda: len(_ray_state(c.stack, PLACEMENT)["workers"]) == 2, timeout=120
-        )
+        # One after the other: nodes of one machine share the session's socket folder, and two
+        # starting at once can pick the same raylet socket name (bind: address in use).
+        for count, name in enumerate(("worker-a", "worker-b"), start=1):
+            c.start_worker(name, count - 1)
+            c.stack.wait_for(
+                f"{count} worker node(s)",
+                lambda n=count: len(_ray_state(c.stack, PLACEMENT)["workers"]) == n,
+                timeout=120,
+            )
         c.stack.cli("up", "--no-live", timeout=900)
         yield c
     finally:
@@ -191,6 +202,29 @@ def _metric(stack: Stack, name: str) -> int:
     return -1
 
 
+def _members(placed: dict[str, Any]) -> dict[str, str]:
+    """The pool's analysis actors and their nodes."""
+    return {k: v for k, v in placed["actors"].items() if k.startswith(MEMBER_PREFIX) and k != POOL}
+
+
+def _pool(stack: Stack) -> dict[str, Any]:
+    result: dict[str, Any] = _ray_state(
+        stack,
+        "pool = ray.get_actor('analysis-pool')\n"
+        "result = {'stats': ray.get(pool.stats.remote()), 'events': ray.get(pool.events.remote())}",
+    )
+    return result
+
+
+def _processed(stack: Stack, actor: str) -> int:
+    prefix = f'btcpulse_actor_stat{{actor="{actor}",stat="processed"}} '
+    try:
+        text = stack.get("/metrics").text
+    except httpx.HTTPError:
+        return 0
+    return next((int(float(line.split()[-1])) for line in text.splitlines() if line.startswith(prefix)), 0)
+
+
 def _stored(stack: Stack) -> int:
     return _metric(stack, "btcpulse_vector_points")
 
@@ -204,7 +238,7 @@ def test_news_raw_is_partitioned_and_key_shared(cluster: Cluster) -> None:
     assert partitions(settings, raw) == settings.news_partitions == 4
     sub = (topic_stats(settings, raw) or {})["subscriptions"]["analysis"]
     assert sub["type"] == "Key_Shared"
-    assert len(sub["consumers"]) == 2  # the pool's two actors (partitioned stats merge by consumer name)
+    assert len(sub["consumers"]) == 1  # the pool at rest: its minimum (stats merge partitions by consumer)
 
 
 def test_a_worker_node_dies_mid_replay_and_every_article_is_stored_once(
@@ -212,19 +246,25 @@ def test_a_worker_node_dies_mid_replay_and_every_article_is_stored_once(
 ) -> None:
     stack = cluster.stack
     placed = _ray_state(stack, PLACEMENT)
-    workers, head = set(placed["workers"]), set(placed["head"])
-    analysis = {
-        k: v for k, v in placed["actors"].items() if k.startswith("analysis-") and k != "analysis-pool"
-    }
-    assert len(analysis) == 2
-    # Spread: one analysis actor on each worker node, none on the head (it has no CPUs).
-    assert set(analysis.values()) == workers, placed
+    head = set(placed["head"])
+    assert sorted(_members(placed)) == ["analysis-0"]
     # The stages that keep files on local disk run on the head.
-    for name in ("vector-store", "aggregator", "topic-model", "analysis-pool"):
+    for name in ("vector-store", "aggregator", "topic-model", POOL):
         assert placed["actors"][name] in head, (name, placed)
 
     stack.cli("replay", str(news_csv), "--limit", str(N), timeout=600)
-    stack.wait_for("some articles stored", lambda: 100 <= _stored(stack) < N, timeout=600, every=0.5)
+
+    # The backlog (N waiting, 300 per actor) grows the pool to its maximum, spread: one analysis
+    # actor on each worker node, none on the head (it has no CPUs).
+    def grown() -> dict[str, Any] | None:
+        now = _ray_state(stack, PLACEMENT)
+        members = _members(now)
+        return now if len(members) == 2 and set(members.values()) == set(now["workers"]) else None
+
+    placed = stack.wait_for("the pool grown to 2 actors on 2 workers", grown, timeout=300, every=1)
+    assert _pool(stack)["events"][-1]["why"] == "backlog"
+    stack.wait_for("analysis-1 working", lambda: _processed(stack, "analysis-1") > 0, timeout=300, every=1)
+    assert _stored(stack) < N, "the replay was over before the node could be killed mid-way"
     # The worker node that runs analysis-1: the one whose process tree holds that actor.
     pid = placed["pids"]["analysis-1"]
     victim = next(name for name, proc in cluster.workers.items() if pid in descendants({proc.pid}))
@@ -235,13 +275,21 @@ def test_a_worker_node_dies_mid_replay_and_every_article_is_stored_once(
     # Ray restarts the lost actor on the surviving worker; the pool is whole again.
     def restarted() -> bool:
         now = _ray_state(stack, PLACEMENT)
-        members = [v for k, v in now["actors"].items() if k.startswith("analysis-") and k != POOL]
-        return len(now["workers"]) == 1 and len(members) == 2 and set(members) == set(now["workers"])
+        members = _members(now)
+        return len(now["workers"]) == 1 and len(members) == 2 and set(members.values()) == set(now["workers"])
 
     stack.wait_for("analysis-1 restarted on the other worker", restarted, timeout=300, every=2)
     stack.wait_for(f"all {N} articles stored", lambda: _stored(stack) >= N, timeout=900, every=2)
     stack.wait_for("pipeline drained", stack.drained, timeout=300, every=2)
     recovered_s = time.monotonic() - t_kill
+
+    # Nothing waits any more: after 20 s of it the pool is back at its minimum.
+    def shrunk() -> bool:
+        return sorted(_members(_ray_state(stack, PLACEMENT))) == ["analysis-0"]
+
+    stack.wait_for("the pool back to 1", shrunk, timeout=120, every=2)
+    steps = [(e["from"], e["to"], e["why"]) for e in _pool(stack)["events"]]
+    assert steps == [(0, 1, "minimum"), (1, 2, "backlog"), (2, 1, "idle")]
 
     # Exactly once: N points (keyed by article id), N articles counted by the aggregator, and
     # each hourly window's count adds up to N.
