@@ -44,6 +44,9 @@ INTEGER_FIELDS = ("topic_id",)
 #: Qdrant's own default for the HNSW full-scan threshold (KB of vectors), which qdrant-edge's
 #: HnswIndexConfig wants spelled out.
 HNSW_FULL_SCAN_THRESHOLD = 10_000
+#: The embedded store's search-time HNSW ``ef`` (candidates kept while walking the graph);
+#: None: the engine's default (ef_construct). Only indexed segments use it.
+SEARCH_HNSW_EF: int | None = None
 
 
 class VectorStoreConfigError(ValueError):
@@ -234,6 +237,7 @@ class EdgeVectorStore(VectorStore):
             filter=self._filter(flt),
             with_payload=True,
             with_vector=False,
+            params=None if SEARCH_HNSW_EF is None else qe.SearchParams(hnsw_ef=SEARCH_HNSW_EF),
         )
         return [
             VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)

@@ -1,0 +1,136 @@
+"""bench.search's pure parts: texts without duplicates, exact top-k, recall, summaries."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bench.search import (
+    Unit,
+    Variant,
+    article_units,
+    exact_topk,
+    fold,
+    passages,
+    percentile,
+    point_id,
+    recall_at_k,
+    sentences,
+    summarize,
+    texts_key,
+    unique_units,
+    window,
+)
+
+
+def _unit(text: str, kind: str = "passage", article: str = "a1") -> Unit:
+    return Unit(text, kind, article, "src", "https://x.test/a", "T", "2022-01-01T00:00:00Z", 1.0)
+
+
+def test_sentences_split_after_end_marks_before_capitals() -> None:
+    assert sentences("Bitcoin fell. It rose again! Why? e.g. this stays") == [
+        "Bitcoin fell.",
+        "It rose again!",
+        "Why? e.g. this stays",
+    ]
+
+
+def test_passages_are_whole_sentences_within_bounds() -> None:
+    body = " ".join(f"Sentence number {i} is about the price of bitcoin today." for i in range(30))
+    out = passages(body, min_chars=60, max_chars=300)
+    assert len(out) > 1
+    assert all(len(p) <= 300 for p in out)
+    assert all(p.endswith(".") for p in out)
+    assert " ".join(out) == body  # nothing lost, nothing repeated
+
+
+def test_passages_cut_an_overlong_sentence_and_drop_links() -> None:
+    long = "word " * 200 + "end. Short tail."
+    out = passages("see https://example.com/x " + long, min_chars=60, max_chars=300)
+    assert all(len(p) <= 300 for p in out)
+    assert not any("https://" in p for p in out)
+
+
+def test_unique_units_drop_folded_duplicates_and_near_empty() -> None:
+    units = [
+        _unit("Bitcoin hits a new all-time high"),
+        _unit("bitcoin  hits a NEW all-time high", article="a2"),  # same text folded
+        _unit("lol 100%"),  # too few letters
+        _unit("Ethereum merges successfully at last"),
+    ]
+    out = unique_units(units)
+    assert [u.text for u in out] == [
+        "Bitcoin hits a new all-time high",
+        "Ethereum merges successfully at last",
+    ]
+    assert len({fold(u.text) for u in out}) == len(out)
+
+
+def test_article_units_and_ids_are_distinct() -> None:
+    item = SimpleNamespace(
+        id="art",
+        source="reddit/r/Bitcoin",
+        url="https://reddit.test/p",
+        title="Is now a good time to buy bitcoin?",
+        summary="I have been reading a lot about it. My friends say I should wait for a dip first.",
+        text="Is now a good time to buy bitcoin?. I have been reading a lot about it. My friends...",
+        published_at="2022-01-01T00:00:00Z",
+        published_ts=1.0,
+    )
+    units = article_units(item, body_passages=True)
+    assert [u.kind for u in units][:2] == ["article", "title"]
+    assert {u.kind for u in units[2:]} == {"passage"}
+    ids = [point_id(u) for u in units]
+    assert len(set(ids)) == len(ids)
+    assert point_id(units[0]) == point_id(units[0])  # stable
+
+
+def test_texts_key_depends_on_texts_model_and_backend() -> None:
+    k = texts_key(["a", "b"], "m", "onnx-int8")
+    assert k == texts_key(["a", "b"], "m", "onnx-int8")
+    assert len({k, texts_key(["ab"], "m", "onnx-int8"), texts_key(["a", "b"], "m", "torch")}) == 3
+
+
+def test_exact_topk_matches_a_full_sort_and_respects_the_mask() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(500, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    q = v[:7] + 0.1 * rng.normal(size=(7, 16)).astype(np.float32)
+    got = exact_topk(v, q, 10)
+    want = np.argsort(-(q @ v.T), axis=1, kind="stable")[:, :10]
+    assert np.array_equal(got, want)
+    mask = np.zeros(500, dtype=bool)
+    mask[100:130] = True
+    sub = exact_topk(v, q, 10, mask)
+    assert ((sub >= 100) & (sub < 130)).all()
+    assert sub.shape == (7, 10)
+    tiny = exact_topk(v, q, 10, np.arange(500) < 4)  # fewer rows than k
+    assert tiny.shape == (7, 4)
+
+
+def test_recall_at_k() -> None:
+    truth = [["a", "b", "c", "d"], ["x", "y"], []]
+    found = [["a", "c", "z", "w"], ["y", "x"], ["q"]]
+    assert recall_at_k(found, truth, k=4) == pytest.approx((0.5 + 1.0) / 2)  # empty truth skipped
+    assert recall_at_k([["a"]], [["a", "b"]], k=1) == 1.0
+
+
+def test_percentile_and_summary() -> None:
+    lat = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert percentile([x * 1000 for x in lat], 50) == pytest.approx(50.5)
+    s = summarize(lat, wall_s=2.0, clients=8)
+    assert s["requests"] == 100 and s["clients"] == 8
+    assert s["p50_ms"] == pytest.approx(50.5)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["max_ms"] == 100.0
+    assert s["qps"] == 50.0
+    assert np.isnan(percentile([], 50))
+
+
+def test_window_and_variant_parsing() -> None:
+    start, end = window(np.array([0.0, 86400.0 * 40]), days=30)
+    assert end == 86400.0 * 40 + 1 and end - start == 30 * 86400.0
+    assert Variant.parse("m32:32:200") == Variant("m32", 32, 200, True)
+    assert Variant.parse("plain:16:100:plain").optimize is False
