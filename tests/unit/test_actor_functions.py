@@ -1,6 +1,6 @@
 """The pure functions next to the actors: aggregator.touched_windows / event_record,
 analysis.analyze and score (with the real models) and analysis.payload, and
-pulsar_admin._stats_url."""
+pulsar_admin._topic_url."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from actors.aggregator import WINDOW_S, event_record, topic_keywords, touched_windows
 from actors.analysis import Analysis, analyze, payload, score
-from cluster.pulsar_admin import _stats_url
+from cluster.pulsar_admin import _topic_url
 from cluster.records import NewsEvent, NewsItem, ScoredArticle, parse_time
 from cluster.settings import BtcpulseSettings
 from models.bursts import Event
@@ -228,26 +228,29 @@ def test_event_record_and_topic_keywords() -> None:
     assert topic_keywords("") == []
 
 
-# ---------------------------------------------------------------- pulsar_admin._stats_url
+# ---------------------------------------------------------------- pulsar_admin._topic_url
 
 
 def test_stats_url_default_admin() -> None:
     s = BtcpulseSettings(pulsar_web_port=18080, pulsar_admin_url=None)
-    assert _stats_url(s, "persistent://public/default/btcpulse.news.raw") == (
+    assert _topic_url(s, "persistent://public/default/btcpulse.news.raw", "stats") == (
         "http://127.0.0.1:18080/admin/v2/persistent/public/default/btcpulse.news.raw/stats"
+    )
+    assert _topic_url(s, "persistent://public/default/btcpulse.news.raw", "partitioned-stats").endswith(
+        "/btcpulse.news.raw/partitioned-stats"
     )
 
 
 def test_stats_url_external_admin_and_non_persistent() -> None:
     s = BtcpulseSettings(pulsar_admin_url="https://pulsar.example:8443")
-    assert _stats_url(s, "non-persistent://t/ns/a b") == (
+    assert _topic_url(s, "non-persistent://t/ns/a b", "stats") == (
         "https://pulsar.example:8443/admin/v2/non-persistent/t/ns/a%20b/stats"
     )
 
 
 def test_stats_url_needs_scheme() -> None:
     with pytest.raises(ValueError):
-        _stats_url(BtcpulseSettings(), "public/default/x")
+        _topic_url(BtcpulseSettings(), "public/default/x", "stats")
 
 
 def test_fault_hooks_refuse_unless_enabled_and_poison_only_marked_texts() -> None:
