@@ -667,7 +667,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ef", default="none,64,128,256", help="search-time hnsw_ef values to try in-process")
     ap.add_argument("--serve", default="best", help="variant the stack serves ('best', a name, or 'none')")
     ap.add_argument("--requests", type=int, default=400, help="HTTP requests per 1-client run (x2 for 8)")
-    ap.add_argument("--state-dir", type=Path, default=Path(STACK_ENV["BTCPULSE_STATE_DIR"]))
+    ap.add_argument(
+        "--like", action="store_true", help="also time like=<id> searches (no query embedding; no recall)"
+    )
+    ap.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(STACK_ENV["BTCPULSE_STATE_DIR"]),
+        help="the stack's state dir: REMOVED and rebuilt on every run (default %(default)s)",
+    )
+    ap.add_argument("--tag", default="", help="suffix of the results file: search-<date>[-tag].json")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -759,10 +768,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = [{"q": q, "k": 10} for q in query_texts[:nq]]
             timed = [{**p, "start": iso(start_ts), "end": iso(end_ts)} for p in base]
             http_run(api, base[:50], 2, 100)  # warm-up: the query model, the actor, the pages
-            for fname, params in (("none", base), ("time", timed)):
+            runs: list[tuple[str, list[dict[str, Any]]]] = [("none", base), ("time", timed)]
+            if args.like:
+                # the same path without the query embedding: a stored point's own vector
+                runs.append(
+                    ("like", [{"like": ids[j], "k": 10} for j in range(0, len(ids), len(ids) // nq)][:nq])
+                )
+            for fname, params in runs:
                 for clients, n in ((1, args.requests), (8, 2 * args.requests)):
                     summary, got = http_run(api, params, clients, n)
-                    summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
+                    if fname in truth:
+                        summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
                     http[f"{fname}/{clients}"] = summary
                     say(f"http {fname} filter, {clients} client(s): {json.dumps(summary)}")
         finally:
@@ -777,7 +793,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. report
     rows_md: list[tuple[str, str, str, str]] = []
-    for key, label in (("none", "no filter"), ("time", f"{args.days:g}-day filter")):
+    for key, label in (
+        ("none", "no filter"),
+        ("time", f"{args.days:g}-day filter"),
+        ("like", "like=<id>, no embedding"),
+    ):
         for clients in (1, 8):
             h = http.get(f"{key}/{clients}")
             if not h:
@@ -800,13 +820,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         h = http.get(f"{key}/1")
-        if h:
+        if h and "recall@10" in h:
             rows_md.append(
                 (
                     f"recall@10 via API, {label}",
                     f"{h['recall@10']}",
                     ">= 0.95",
                     "yes" if h["recall@10"] >= 0.95 else "no",
+                )
+            )
+    for e in sweep:
+        for key, label in (("none", "no filter"), ("time", f"{args.days:g}-day filter")):
+            r = e[key]
+            rows_md.append(
+                (
+                    f"in-process store {e['variant']} ef={e['hnsw_ef'] or 'default'}, {label}: "
+                    "recall@10 / p50 / p99",
+                    f"{r['recall@10']} / {r['p50_ms']} ms / {r['p99_ms']} ms",
+                    ">= 0.95",
+                    "yes" if r["recall@10"] >= 0.95 else "no",
                 )
             )
     load_after = Path("/proc/loadavg").read_text().split()[:3]
@@ -827,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": os.cpu_count(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"search-{started.date().isoformat()}.json"
+    out = args.out / f"search-{started.date().isoformat()}{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     say()
     say(table(rows_md))
