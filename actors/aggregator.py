@@ -36,6 +36,7 @@ from actors.common import (
     FaultHooks,
     consume_batches,
     dead_letter,
+    logical_topic,
     supervised_thread,
 )
 from actors.webhook import WebhookSender
@@ -198,7 +199,7 @@ class AggregatorConsumer:
         letters: list[DeadLetter] = []
         decoded: list[pulsar.Message] = []
         for msg in msgs:
-            topic = msg.topic_name()
+            topic = logical_topic(msg.topic_name())  # a partitioned topic names its partition
             try:
                 if topic == self._topics.deadletter.name:
                     letters.append(self._topics.deadletter.decode(msg.data()))

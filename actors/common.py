@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ import pulsar
 from cluster.records import DeadLetter
 
 log = logging.getLogger(__name__)
+
+_PARTITION = re.compile(r"-partition-\d+$")
 
 # Restart forever; never retry a task on a restarted actor (stats calls are cheap to redo).
 ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached"}
@@ -95,10 +98,15 @@ class FaultHooks:
                 raise ValueError(f"injected poison {marker!r}: the models cannot process this text")
 
 
+def logical_topic(name: str) -> str:
+    """The topic a message was published to: a partition's name without ``-partition-<n>``."""
+    return _PARTITION.sub("", name)
+
+
 def dead_letter(producer: pulsar.Producer, msg: pulsar.Message, reason: str, redeliveries: int) -> None:
     """Publish ``msg`` with the reason to the dead-letter topic and wait for the broker."""
     record = DeadLetter(
-        topic=msg.topic_name(),
+        topic=logical_topic(msg.topic_name()),
         message_id=str(msg.message_id()),
         reason=reason[:2000],
         payload=msg.data()[:65536].decode("utf-8", errors="replace"),

@@ -253,6 +253,15 @@ def test_stats_url_needs_scheme() -> None:
         _topic_url(BtcpulseSettings(), "public/default/x", "stats")
 
 
+def test_logical_topic_drops_the_partition_suffix_only() -> None:
+    from actors.common import logical_topic
+
+    raw = "persistent://public/default/btcpulse.news.raw"
+    assert logical_topic(raw + "-partition-3") == raw
+    assert logical_topic(raw) == raw
+    assert logical_topic("persistent://t/ns/my-partition-topic") == "persistent://t/ns/my-partition-topic"
+
+
 def test_fault_hooks_refuse_unless_enabled_and_poison_only_marked_texts() -> None:
     from actors.common import FaultHooks
 
