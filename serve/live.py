@@ -8,7 +8,9 @@ However many browser tabs or stream clients are open, the broker serves three re
 replica. A reader has no subscription and acknowledges nothing: it starts at the newest message
 and keeps no backlog, so a slow or closed client never holds data on the broker. Each
 subscriber has a bounded queue; when it is full the oldest update is dropped (and counted), so
-a stuck client costs bounded memory and never slows the others.
+a stuck client costs bounded memory and never slows the others. A subscriber may pass a
+``wake`` callback, called on the event loop after each update it is given (a dashboard
+session schedules its redraw from it at once instead of polling its queue).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,17 +76,24 @@ class Subscription:
     queue: asyncio.Queue[Update]
     dropped: int = 0
     _feed: LiveFeed | None = field(default=None, repr=False)
+    #: called on the event loop after each update is queued (it must not block)
+    wake: Callable[[], None] | None = field(default=None, repr=False)
 
     def put(self, update: Update) -> None:
-        """Called on the event loop: enqueue, dropping the oldest when full."""
+        """Called on the event loop: enqueue, dropping the oldest when full; then wake."""
         while True:
             try:
                 self.queue.put_nowait(update)
-                return
+                break
             except asyncio.QueueFull:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     self.queue.get_nowait()
                     self.dropped += 1
+        if self.wake is not None:
+            try:
+                self.wake()
+            except Exception:  # one subscriber's failure must not stop the others' updates
+                log.exception("live feed: a subscriber's wake-up failed")
 
     def drain(self) -> list[Update]:
         """Everything queued now, without waiting."""
@@ -95,6 +105,7 @@ class Subscription:
                 return out
 
     def close(self) -> None:
+        self.wake = None
         if self._feed is not None:
             self._feed.unsubscribe(self)
             self._feed = None
@@ -156,10 +167,13 @@ class LiveFeed:
             if sub.flt.accepts(update):
                 sub.put(update)
 
-    def subscribe(self, flt: StreamFilter | None = None, maxsize: int = 1000) -> Subscription:
-        """A new subscriber (call on the event loop); close it when done."""
+    def subscribe(
+        self, flt: StreamFilter | None = None, maxsize: int = 1000, wake: Callable[[], None] | None = None
+    ) -> Subscription:
+        """A new subscriber (call on the event loop); close it when done. ``wake``, if given,
+        is called on the event loop after each update queued for it."""
         self.start()
-        sub = Subscription(flt or StreamFilter(), asyncio.Queue(maxsize), _feed=self)
+        sub = Subscription(flt or StreamFilter(), asyncio.Queue(maxsize), _feed=self, wake=wake)
         self._subs.add(sub)
         return sub
 

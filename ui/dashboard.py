@@ -1,15 +1,20 @@
 """The live dashboard: price, mean sentiment and article volume on one time axis, the
 latest scored news with their categories and topics, the events and topics of the window.
 
-    live feed (serve layer)    -> a scored article or an aggregate was written: wake up
-    ReadService (serve layer)  -> series windows + latest articles, read on wake-up (and every
-                                  FALLBACK_S, so the sources' health and a quiet window refresh)
-      -> hv.streams.Pipe       DataFrames pushed into DynamicMaps (only the data changes)
-      -> Bokeh session         price / sentiment / volume linked on x; news table
+    load, a new window / mode / range / filter, FALLBACK_S of quiet:
+        ReadService -> totals, series windows, latest articles -> every chart through HoloViews
+    live feed (serve layer), per session, as soon as something is written (it wakes the
+    session: the update is scheduled on its document at once, nothing polls):
+        a scored article    -> into the news table as it came (no read)
+        a written window    -> totals + that bucket only (and the buckets a moving window
+                               gains) -> patched / streamed into the price and sentiment
+                               chart's Bokeh data source (rollover: old buckets leave), the
+                               status line and the mood
+        then, at most every HEAVY_S: the aggregate charts (volume, shares, river, categories,
+        lead/lag) and the topics table, from the windows in memory, one chart per tick
+        and every CONTEXT_S: source health, events, topic labels, pipeline health
 
-Updates are pushed, not polled: the session's tick only looks at its own queue (no I/O) and
-reads the stores when something new was written, so an idle dashboard costs nothing and many
-tabs share the replica's one set of Pulsar readers.
+An idle dashboard costs nothing, and many tabs share the replica's one set of Pulsar readers.
 
 In Live mode the window ends at the newest data (for a replay, the replayed "now") and
 moves as data arrives; in History mode it is the range picked (UTC), its bucket step follows
@@ -22,16 +27,24 @@ Text from the internet is shown as text, never as HTML.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import io
 import logging
 import math
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import holoviews as hv
+import numpy as np
 import pandas as pd
 import panel as pn
+
+from cluster.records import WindowAggregate, format_time, to_ts
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +61,15 @@ WINDOWS: dict[str, tuple[int, int]] = {
     "1 year": (365 * 86400, 86400),
 }
 DEFAULT_WINDOW = "7 days"
-WAKE_MS = 200  # how often a session looks at its queue of live updates (local, no I/O)
-FALLBACK_S = 15.0  # refresh at least this often even when nothing was written
+# A live update is applied as soon as the feed hands it over (the session is woken, it does not
+# poll); the tick only catches what a wake-up could not (no session document) and the fallback.
+TICK_MS = 1000
+FALLBACK_S = 15.0  # read everything again when nothing was read for this long
+HEAVY_S = 3.0  # under a live stream, the aggregate charts redraw at most this often
+BUSY_RETRY_S = 0.2  # ... and not while a live update is on its way: retried after this
+CONTEXT_S = 15.0  # ... and source health, events, topic labels, pipeline health are read so often
+NEWS_LIMIT = 50  # rows of the latest-news table
+LIVE_QUEUE = 500  # live updates a session may have waiting (the oldest are dropped beyond)
 SERIES_COLUMNS = ["time", "count", "sentiment_mean", "positive", "neutral", "negative", "close"]
 NEWS_COLUMNS = ["published_at", "source", "sentiment_label", "sentiment", "title", "categories",
                 "topic_label", "url", "id", "story_id"]  # fmt: skip
@@ -60,8 +80,6 @@ SOURCE_COLUMNS = ["name", "kind", "state", "new", "duplicates", "rejected", "err
                   "next_poll_at", "last_error"]  # fmt: skip
 PIPELINE_COLUMNS = ["stage", "actors", "backlog", "unacked", "processed", "last_batch_at"]
 SEARCH_COLUMNS = ["score", "published_at", "source", "sentiment_label", "title", "url"]
-# Source health changes on the scale of poll intervals; refresh it every few ticks only.
-SOURCES_EVERY = 5
 LIVE, HISTORY = "Live", "History"
 # History mode: the bucket step is the smallest of these giving at most MAX_BUCKETS buckets.
 HISTORY_STEPS = [60, 5 * 60, 15 * 60, 30 * 60, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400]
@@ -82,12 +100,16 @@ SENTIMENTS = [ALL, "negative", "neutral", "positive"]
 
 
 class Subscription(Protocol):
+    dropped: int
+
     def drain(self) -> list[Any]: ...
     def close(self) -> None: ...
 
 
 class Live(Protocol):
-    def subscribe(self, flt: Any = None, maxsize: int = ...) -> Subscription: ...
+    def subscribe(
+        self, flt: Any = None, maxsize: int = ..., wake: Callable[[], None] | None = None
+    ) -> Subscription: ...
 
 
 class Reader(Protocol):
@@ -367,8 +389,135 @@ def pipeline_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def row_matches(row: dict[str, Any], flt: Any) -> bool:
+    """Whether an article (a stored payload or a live ``news.scored`` record) passes a
+    :class:`cluster.vectors.SearchFilter`, as the store would apply it."""
+    try:
+        ts = to_ts(str(row.get("published_at")))
+    except ValueError:
+        return False
+    if (flt.start_ts is not None and ts < flt.start_ts) or (flt.end_ts is not None and ts >= flt.end_ts):
+        return False
+    for key, value in flt.matches():
+        found = row.get(key)
+        if not (value in found if isinstance(found, list) else found == value):
+            return False
+    return True
+
+
+def _times(column: pd.Series) -> pd.Series:
+    """ISO times as epoch seconds (NaN where one does not parse)."""
+    parsed = pd.to_datetime(column, utc=True, format="ISO8601", errors="coerce")
+    return (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+
+
+def merge_news(current: pd.DataFrame, rows: list[dict[str, Any]], limit: int = NEWS_LIMIT) -> pd.DataFrame:
+    """The news table with ``rows`` (newest message last) added: one row per article (its
+    latest message), newest published first, at most ``limit``."""
+    new = news_frame(rows[::-1])
+    frame = pd.concat([new, current], ignore_index=True) if len(current) else new
+    frame = frame.drop_duplicates("id", keep="first")
+    order = _times(frame["published_at"]).sort_values(ascending=False, kind="stable").index
+    return frame.loc[order].head(limit).reset_index(drop=True)
+
+
+def _empty_window(ts: float, step: int) -> WindowAggregate:
+    return WindowAggregate(
+        start=format_time(ts), step_s=step, count=0, sentiment_mean=None, positive=0, neutral=0, negative=0
+    )
+
+
+@dataclass(frozen=True)
+class LiveSource:
+    """A chart's Bokeh data source in one session, and the ranges it is drawn on."""
+
+    source: Any  # bokeh.models.ColumnDataSource
+    x_range: Any
+    y_range: Any
+
+
+def _as_ns(values: Any) -> np.ndarray:
+    return np.asarray(values).astype("datetime64[ns]")
+
+
+def sync_source(source: Any, new: dict[str, Any], key: str = "time") -> str:
+    """Make a data source's columns (``key``, ascending, and float columns) equal ``new``
+    with the least sent to the browser. Returns what was done: ``"same"``; ``"patch"`` (the
+    changed values); ``"stream"`` (the window moved: its new rows streamed in with a rollover
+    that drops as many of the oldest, so the data stays the window's size; then any patches);
+    ``"replace"`` (anything else: other times or columns, or a read-only column sent whole)."""
+    old = source.data
+    as_key = _as_ns if key == "time" else np.asarray
+    t_new = as_key(new[key])
+    n = len(t_new)
+    if set(old) != set(new) or len(old[key]) != n:
+        source.data = dict(new)
+        return "replace"
+    how = "patch"
+    t_old = as_key(old[key])
+    if not np.array_equal(t_old, t_new):
+        k = int(np.searchsorted(t_old, t_new[0]))
+        if not (0 < k < n and np.array_equal(t_old[k:], t_new[: n - k])):
+            source.data = dict(new)
+            return "replace"
+        tail = {c: np.asarray(v)[n - k :].astype(np.asarray(old[c]).dtype) for c, v in new.items()}
+        source.stream(tail, rollover=n)
+        how = "stream"
+    patches: dict[str, list[tuple[int, float]]] = {}
+    for column, values in new.items():
+        if column == key:
+            continue
+        current = source.data[column]
+        wanted = np.asarray(values, dtype="float64")
+        now = np.asarray(current, dtype="float64")
+        changed = np.flatnonzero(~((now == wanted) | (np.isnan(now) & np.isnan(wanted))))
+        if not len(changed):
+            continue
+        if isinstance(current, np.ndarray) and not current.flags.writeable:
+            # HoloViews hands Bokeh read-only arrays, which Bokeh will not patch: this column
+            # goes whole, once (then it is ours, and writable)
+            source.data[column] = wanted.copy()
+            how = "replace" if how == "patch" else how
+        else:
+            patches[column] = [(int(i), float(wanted[i])) for i in changed]
+    if patches:
+        source.patch(patches)
+    return how if patches or how != "patch" else "same"
+
+
+def padded_extent(values: np.ndarray, padding: float = 0.1) -> tuple[float, float] | None:
+    """(low, high) of the finite values padded as HoloViews pads a curve's y axis; None
+    without two different values."""
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0 or finite.min() == finite.max():
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    return lo - padding * (hi - lo), hi + padding * (hi - lo)
+
+
+def _first_time(source: Any) -> np.datetime64 | None:
+    times = source.data.get("time")
+    return _as_ns(times[:1])[0] if times is not None and len(times) else None
+
+
+def _shift_range(rng: Any, delta: np.timedelta64) -> None:
+    """Move a Bokeh time range by ``delta`` (its ends may be datetimes or epoch ms)."""
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, np.datetime64):
+            return value + delta
+        if isinstance(value, datetime):
+            return value + pd.Timedelta(delta).to_pytimedelta()
+        if isinstance(value, int | float):
+            return value + float(delta / np.timedelta64(1, "ms"))
+        return value
+
+    rng.start, rng.end = moved(rng.start), moved(rng.end)
+
+
 class Dashboard:
-    """One browser session's view; refreshed by a periodic callback of that session."""
+    """One browser session's view: read in full on load and on a change of what is shown,
+    then kept current by the live feed's updates (see :meth:`live`)."""
 
     def __init__(self, reader: Reader) -> None:
         from models.categories import CATEGORIES, CATEGORY_LABELS
@@ -388,7 +537,11 @@ class Dashboard:
         # bullish / neutral / bearish beside the price (text we write, never text from a feed)
         self.mood = pn.pane.HTML(mood_chip("no news", None), width=260)
         empty = windows_frame([])
+        # the price and mean-sentiment chart (patched in place by live updates) ...
         self.pipe = hv.streams.Pipe(data=empty)
+        # ... and the same windows for the sentiment-share bars (redrawn at most every HEAVY_S)
+        self.share_pipe = hv.streams.Pipe(data=empty)
+        self._sources: dict[str, LiveSource] = {}
         # framewise: each pushed frame sets the ranges (the first frame is empty).
         self.event_pipe = hv.streams.Pipe(data=event_spans([]))
         self.category_pipe = hv.streams.Pipe(data=categories_frame([]))
@@ -407,16 +560,23 @@ class Dashboard:
         # The price (left axis) with the buckets' mean sentiment overlaid (right axis) and the
         # window's events shaded behind. Sentiment as points, not a line: a bucket without news
         # has no sentiment, and a line would invent one between its neighbours.
+        # The hooks keep each session's Bokeh data sources of these two, which live updates patch.
         price = (
             hv.DynamicMap(
                 lambda data: hv.Curve(data, "time", ("close", "BTC/USD close")).opts(
-                    color="#f7931a", framewise=True
+                    color="#f7931a", framewise=True, hooks=[self._keep("close")]
                 ),
                 streams=[self.pipe],
             )
             * hv.DynamicMap(
                 lambda data: hv.Scatter(data, "time", ("sentiment_mean", "mean sentiment")).opts(
-                    color="sentiment_mean", cmap="RdYlGn", clim=(-1, 1), size=6, ylim=(-1, 1), framewise=True
+                    color="sentiment_mean",
+                    cmap="RdYlGn",
+                    clim=(-1, 1),
+                    size=6,
+                    ylim=(-1, 1),
+                    framewise=True,
+                    hooks=[self._keep("sentiment")],
                 ),
                 streams=[self.pipe],
             )
@@ -444,7 +604,7 @@ class Dashboard:
                 ),
                 hv.opts.Overlay(legend_position="left"),
             ),
-            streams=[self.pipe],
+            streams=[self.share_pipe],
         )
         river = hv.DynamicMap(
             lambda data: topic_river(*data).opts(
@@ -478,6 +638,7 @@ class Dashboard:
                         show_grid=True,
                         tools=["hover", "save"],
                         framewise=True,
+                        hooks=[self._keep("lags")],
                     )
                 ),
                 streams=[self.lag_pipe],
@@ -525,8 +686,26 @@ class Dashboard:
         self.events = _table(events_frame([]), 240)
         self.topics = _table(topics_frame([], {}), 240)
         self._topic_labels: dict[int, str] = {}
-        self._sent: dict[str, pd.DataFrame] = {}
-        self._ticks = 0
+        self._sent: dict[str, Any] = {}  # what each pipe was last sent (a frame, or a tuple)
+        # What is on screen: the range's windows (every bucket, oldest first), its step, the
+        # totals and the news table's rows; live updates change these in place.
+        self._windows: list[Any] = []
+        self._step = 0
+        self._totals: Any = None
+        self._news = news_frame([])
+        self._lock = asyncio.Lock()  # one read-and-update at a time (full refresh or live)
+        self._last_read = 0.0  # monotonic time of the last read (full or live)
+        self._last_context = -math.inf  # ... of the last read of sources, events, topics, pipeline
+        self._last_heavy = -math.inf  # ... of the last redraw of the aggregate charts
+        self._heavy_queued = self._context_queued = self._fast_queued = False
+        self._events_due = False
+        # How a change reaches the page: ``call(fn, delay_s)`` runs ``fn`` with the session's
+        # document lock (Bokeh sends what it changed right after); ``spawn(coroutine function)``
+        # runs I/O without the lock. Without a session (tests), both run at once.
+        self.call: Callable[[Callable[[], None], float], None] = lambda fn, _delay: fn()
+        self.doc: Any = None  # the session's Bokeh document
+        self.pending: Callable[[], bool] | None = None  # live updates wait for this session
+        self.spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None] | None = None
         for widget in (self.source, self.sentiment, self.category, self.topic):
             widget.param.watch(lambda _e: pn.state.execute(self.refresh), "value")
         # the window buttons act in Live mode, the range picker in History mode
@@ -608,18 +787,6 @@ class Dashboard:
             **extra,
         )
 
-    def _send(self, name: str, pipe: hv.streams.Pipe, data: Any) -> None:
-        """Push only what changed: an unchanged frame would reset a zoom for nothing."""
-        previous = self._sent.get(name)
-        same = (
-            previous.equals(data)
-            if isinstance(data, pd.DataFrame) and isinstance(previous, pd.DataFrame)
-            else isinstance(data, tuple) and isinstance(previous, tuple) and _same(previous, data)
-        )
-        if not same:
-            self._sent[name] = data
-            pipe.send(data)
-
     def _clicked(self, event: Any) -> None:
         frame = self.table.value
         if event.row is None or not 0 <= event.row < len(frame):
@@ -666,70 +833,352 @@ class Dashboard:
             return
         self.results.value = search_frame(hits)
 
+    def _changed(self, name: str, data: Any) -> bool:
+        previous = self._sent.get(name)
+        return not (
+            previous.equals(data)
+            if isinstance(data, pd.DataFrame) and isinstance(previous, pd.DataFrame)
+            else isinstance(data, tuple) and isinstance(previous, tuple) and _same(previous, data)
+        )
+
+    def _send(self, name: str, pipe: hv.streams.Pipe, data: Any) -> None:
+        """Push only what changed: an unchanged frame would reset a zoom for nothing."""
+        if self._changed(name, data):
+            self._sent[name] = data
+            pipe.send(data)
+
+    def _keep(self, name: str) -> Callable[[Any, Any], None]:
+        """A HoloViews hook that keeps the element's Bokeh data source and ranges (called when
+        the plot is made and after each update it draws)."""
+
+        def hook(plot: Any, _element: Any) -> None:
+            h = plot.handles
+            self._sources[name] = LiveSource(h["source"], h.get("x_range"), h.get("y_range"))
+
+        return hook
+
+    # -- reads ---------------------------------------------------------------------------
     async def refresh(self) -> None:
-        try:
-            totals = await self.reader.totals()
-            start, end, step = self._span(totals.last_ts)
-            windows = await self.reader.series(start, end, step)
-            latest = await self.reader.latest(50, self._filter(start, end))
-        except Exception as exc:  # keep the session alive; show what is wrong
-            log.warning("dashboard refresh failed: %s", exc)
-            self.status.object = f"**Data unavailable** ({type(exc).__name__}); retrying…"
-            return
-        if self._ticks % SOURCES_EVERY == 0 or (start, end) != self._range:
+        """Read the whole range on screen and redraw: on load, when the window, mode, range
+        or a filter changes, when live updates were lost, and FALLBACK_S after the last read."""
+        self._last_read = time.monotonic()  # also when it fails: retried after FALLBACK_S
+        async with self._lock:
             try:
-                self.sources.value = sources_frame(await self.reader.sources())
-                found = await self.reader.events(start, end, 20)
-                self.events.value = events_frame(found)
-                self._send("events", self.event_pipe, event_spans(found))
-                self._topic_labels = {int(t["id"]): str(t["label"]) for t in await self.reader.topics()}
-                labels = sorted(self._topic_labels.items())
-                topics = {ALL: ALL, **{f"{t}: {label}"[:80]: t for t, label in labels}}
+                totals = await self.reader.totals()
+                start, end, step = self._span(totals.last_ts)
+                windows = await self.reader.series(start, end, step)
+                latest = await self.reader.latest(NEWS_LIMIT, self._filter(start, end))
+            except Exception as exc:  # keep the session alive; show what is wrong
+                log.warning("dashboard refresh failed: %s", exc)
+                self.call(functools.partial(self._show_error, exc), 0)
+                return
+            moved = (start, end) != self._range or step != self._step
+            self._totals, self._windows, self._range, self._step = totals, windows, (start, end), step
+            self._frame = windows_frame(windows)
+            self._news = news_frame(latest)
+            self._sources_seen |= {str(r["source"]) for r in latest if r.get("source")}
+        self.call(lambda: self._draw_fast(redraw=moved), 0)
+        self._heavy_due(now=True)
+        if moved or time.monotonic() - self._last_context >= CONTEXT_S:
+            await self.read_context()
+
+    async def live(self, updates: list[Any]) -> None:
+        """Apply what the live feed says was written, without re-reading the range: a new
+        article goes into the news table as it came (no read at all); a written window re-reads
+        only its bucket (and the totals), which is patched into the price and sentiment chart
+        and the status line at once. The aggregate charts follow at most every HEAVY_S."""
+        articles = [u.data for u in updates if u.kind == "article"]
+        minutes = [to_ts(u.data["start"]) for u in updates if u.kind == "aggregate" and u.data.get("start")]
+        self._events_due |= any(u.kind == "event" for u in updates)
+        async with self._lock:
+            if self._range is None:  # not loaded yet: the first refresh reads it all
+                return
+            before = self._range
+            try:
+                current = not minutes or await self._read_buckets(minutes)
+            except Exception as exc:
+                log.warning("dashboard live update failed: %s", exc)
+                self.call(functools.partial(self._show_error, exc), 0)
+                return
+            if current:
+                self._merge_news(articles)
+                if self._range != before:  # the live window moved: the table keeps what is in it
+                    self._news = self._news[_times(self._news["published_at"]) >= self._range[0]]
+        if not current:  # the window, mode or range was changed meanwhile: read it all
+            await self.refresh()
+            return
+        self._queue_fast()
+        if minutes or self._events_due:
+            self._heavy_due()
+        if self._range != before or time.monotonic() - self._last_context >= CONTEXT_S:
+            self._context_due()
+
+    async def _read_buckets(self, minutes: list[float]) -> bool:
+        """Totals, then the buckets of the range that hold a written minute or are new (the
+        live window moved); the other buckets are kept as read. False, reading nothing more,
+        when the span on screen is no longer the one chosen (a full refresh is due)."""
+        totals = await self.reader.totals()
+        start, end, step = self._span(totals.last_ts)
+        if self._range is None or step != self._step or end - start != self._range[1] - self._range[0]:
+            return False
+        if self.mode.value == HISTORY and (start, end) != self._range:
+            return False
+        first = int(start // step) * step
+        wanted = [first + i * step for i in range(int((end - first + step - 1) // step))]
+        have = {to_ts(w.start): w for w in self._windows}
+        need = {b for b in wanted if b not in have}
+        need |= {int(m // step) * step for m in minutes if first <= m < wanted[-1] + step}
+        if need:
+            fetched = await self.reader.series(min(need), max(need) + step, step)
+            have.update((to_ts(w.start), w) for w in fetched)
+        self._windows = [have.get(b) or _empty_window(b, step) for b in wanted]
+        self._totals, self._range = totals, (start, end)
+        self._frame = windows_frame(self._windows)
+        self._last_read = time.monotonic()
+        return True
+
+    def _merge_news(self, rows: list[dict[str, Any]]) -> None:
+        """Live articles that pass the filters and fall in the range into the table's rows."""
+        if not rows:
+            return
+        self._sources_seen |= {str(r["source"]) for r in rows if r.get("source")}
+        assert self._range is not None
+        start, end = self._range
+        # Live: a newer article is in the window (the window moves to it once it is counted).
+        flt = self._filter(start, end if self.mode.value == HISTORY else None)
+        shown = [r for r in rows if row_matches(r, flt)]
+        if shown:
+            self._news = merge_news(self._news, shown, NEWS_LIMIT)
+
+    async def read_context(self) -> None:
+        """What changes on the scale of minutes: source health, the range's events, topic
+        labels, the sources the filter offers, and pipeline health."""
+        self._last_context = time.monotonic()
+        if self._range is None:
+            return
+        start, end = self._range
+        sources = events = labels = pipeline = None
+        seen: set[str] = set()
+        try:
+            sources = sources_frame(await self.reader.sources())
+            events = await self.reader.events(start, end, 20)
+            self._events_due = False
+            labels = {int(t["id"]): str(t["label"]) for t in await self.reader.topics()}
+            seen = {str(r["source"]) for r in await self.reader.latest(200, None) if r.get("source")}
+        except Exception as exc:
+            log.warning("source health, events or topics unavailable: %s", exc)
+        try:
+            pipeline = pipeline_frame(await self.reader.pipeline())
+        except Exception as exc:
+            log.warning("pipeline health unavailable: %s", exc)
+        self._sources_seen |= seen
+        relabelled = labels is not None and labels != self._topic_labels
+        if labels is not None:
+            self._topic_labels = labels
+
+        def draw() -> None:
+            if sources is not None:
+                _set_table(self.sources, sources)
+            if events is not None:
+                self._draw_events(events)
+            if pipeline is not None:
+                _set_table(self.pipeline, pipeline)
+            if labels is not None:
+                ordered = sorted(labels.items())
+                topics = {ALL: ALL, **{f"{t}: {label}"[:80]: t for t, label in ordered}}
                 if topics != self.topic.options:
                     self.topic.options = topics
-                # the source filter's choices: sources seen in the range
-                self._sources_seen |= {
-                    str(r["source"]) for r in await self.reader.latest(200, None) if r.get("source")
-                }
-            except Exception as exc:
-                log.warning("source health, events or topics unavailable: %s", exc)
+            self._draw_source_options()
+
+        self.call(draw, 0)
+        if relabelled:  # the river and the topics table name topics by label
+            self._heavy_due()
+
+    async def _read_events(self) -> None:
+        if self._range is None:
+            return
+        self._events_due = False
+        try:
+            events = await self.reader.events(*self._range, 20)
+        except Exception as exc:
+            log.warning("events unavailable: %s", exc)
+            return
+        self.call(lambda: self._draw_events(events), 0)
+
+    # -- what runs when ----------------------------------------------------------------
+    def _queue_fast(self) -> None:
+        if not self._fast_queued:
+            self._fast_queued = True
+            self.call(self._draw_fast, 0)
+
+    def _heavy_due(self, now: bool = False) -> None:
+        """Redraw the aggregate charts from the windows in memory: ``now`` (a new range); else
+        right after this live update's own draw when HEAVY_S have passed since the last
+        redraw, or once they have, at a moment no live update is on its way (a redraw costs
+        the session's event loop a few tenths of a second: it must not delay the next one)."""
+        if now:
+            self.call(self._redraw_heavy, 0)
+            return
+        wait = self._last_heavy + HEAVY_S - time.monotonic()
+        if wait <= 0:
+            self._last_heavy = time.monotonic()  # one redraw for the updates of this moment
+            self.call(self._redraw_heavy, 0)  # queued behind the update's draw
+            return
+        if self._heavy_queued:
+            return
+        self._heavy_queued = True
+
+        def later() -> None:
+            self._heavy_queued = False
+            if self._busy():  # try again once that update is drawn
+                self._heavy_queued = True
+                self.call(later, BUSY_RETRY_S)
+            else:
+                self._redraw_heavy()
+
+        self.call(later, wait)
+
+    def _busy(self) -> bool:
+        """Whether a live update is being read or drawn, or waits to be."""
+        return self._lock.locked() or self._fast_queued or (self.pending is not None and self.pending())
+
+    def _redraw_heavy(self) -> None:
+        if self._events_due and self.spawn is not None:
+            self.spawn(self._read_events)
+        self._last_heavy = time.monotonic()
+        self._draw_heavy(list(self._windows), self._frame)
+
+    def _context_due(self) -> None:
+        if self._context_queued or self.spawn is None:
+            return
+        self._context_queued = True
+
+        async def run() -> None:
             try:
-                self.pipeline.value = pipeline_frame(await self.reader.pipeline())
-            except Exception as exc:
-                log.warning("pipeline health unavailable: %s", exc)
-        self._ticks += 1
-        self._sources_seen |= {str(r["source"]) for r in latest if r.get("source")}
+                await self.read_context()
+            finally:
+                self._context_queued = False
+
+        self.spawn(run)
+
+    def idle_s(self) -> float:
+        """Seconds since the last read (full or live)."""
+        return time.monotonic() - self._last_read
+
+    # -- drawing (with the document lock) -----------------------------------------------
+    def _show_error(self, exc: Exception) -> None:
+        self.status.object = f"**Data unavailable** ({type(exc).__name__}); retrying…"
+
+    def _draw_fast(self, redraw: bool = False) -> None:
+        """The price and sentiment chart, the news table, the status line and the mood: patched
+        into the page's data (``redraw``: through HoloViews, for a new range)."""
+        self._fast_queued = False
+        if self._range is None:
+            return
+        frame = self._frame
+        if redraw or not self._patch_price(frame):
+            self._send("series", self.pipe, frame)
+        if self.table.value is not self._news:
+            self.table.value = self._news
+        self._draw_source_options()
+        self.mood.object = mood_chip(*mood(frame))
+        self.status.object = self._status_text()
+
+    def _patch_price(self, frame: pd.DataFrame) -> bool:
+        """Put ``frame`` into the price and mean-sentiment data sources as Bokeh patches and
+        streams (rollover: the live window's first buckets leave as new ones come); False when
+        the chart is not drawn yet or its data has other columns (then HoloViews redraws)."""
+        close, sentiment = self._sources.get("close"), self._sources.get("sentiment")
+        if close is None or sentiment is None:
+            return False
+        times = frame["time"].to_numpy()
+        prices = frame["close"].to_numpy(dtype="float64")
+        means = frame["sentiment_mean"].to_numpy(dtype="float64")
+        columns = {"close": {"time": times, "close": prices},
+                   "sentiment": {"time": times, "sentiment_mean": means, "color": means}}  # fmt: skip
+        if any(set(self._sources[name].source.data) != set(columns[name]) for name in columns):
+            return False
+        y = padded_extent(prices)
+        if y is None and np.isfinite(prices).any():
+            return False  # one price: HoloViews pads it its own way
+        before = _first_time(close.source)
+        for name, data in columns.items():
+            sync_source(self._sources[name].source, data)
+        after = _first_time(close.source)
+        if close.x_range is not None and before is not None and after is not None and after != before:
+            _shift_range(close.x_range, after - before)  # the live window moved
+        if close.y_range is not None and y is not None and (close.y_range.start, close.y_range.end) != y:
+            close.y_range.start, close.y_range.end = y
+        self._sent["series"] = frame
+        self.pipe.update(data=frame)  # what HoloViews would draw next (no redraw)
+        return True
+
+    def _draw_events(self, found: list[Any]) -> None:
+        _set_table(self.events, events_frame(found))
+        self._send("events", self.event_pipe, event_spans(found))
+
+    def _draw_source_options(self) -> None:
         options = [ALL, *sorted(self._sources_seen)]
         if options != self.source.options:
             self.source.options = options
-        frame = windows_frame(windows)
-        self._frame, self._range = frame, (start, end)
-        self._send("series", self.pipe, frame)
-        self._send("categories", self.category_pipe, categories_frame(windows))
-        self._send("river", self.river_pipe, river_frame(windows, self._topic_labels))
-        self._send("sources", self.source_pipe, source_volume_frame(windows))
-        self.mood.object = mood_chip(*mood(frame))
+
+    def _draw_heavy(self, windows: list[Any], frame: pd.DataFrame) -> None:
+        """The aggregate charts and tables from the windows in memory. Bokeh walks the whole
+        document after each HoloViews update (~0.1 s here): one walk for all of them."""
         lags = lead_lag(frame)
-        self._send("lags", self.lag_pipe, lags)
-        self.table.value = news_frame(latest)
-        self.topics.value = topics_frame(windows, self._topic_labels)
+        if self._changed("lags", lags):
+            self._patch_lags(lags)  # in place when it can; else the bars are redrawn below
+        charts = [
+            ("shares", self.share_pipe, frame),
+            ("categories", self.category_pipe, categories_frame(windows)),
+            ("river", self.river_pipe, river_frame(windows, self._topic_labels)),
+            ("sources", self.source_pipe, source_volume_frame(windows)),
+            ("lags", self.lag_pipe, lags),
+        ]
+        changed = [(name, pipe, data) for name, pipe, data in charts if self._changed(name, data)]
+        # (the walk comes on leaving freeze(), changed or not: only when something is sent)
+        with self.doc.models.freeze() if changed and self.doc is not None else contextlib.nullcontext():
+            for name, pipe, data in changed:
+                self._send(name, pipe, data)
+        self._draw_tables(windows, frame, lags)
+
+    def _patch_lags(self, lags: pd.DataFrame) -> bool:
+        """The lead/lag bars (always the same lags, on a fixed -1..1 axis) patched in place."""
+        bars = self._sources.get("lags")
+        data = {"lag": lags["lag"].to_numpy(), "corr": lags["corr"].to_numpy(dtype="float64")}
+        if bars is None or set(bars.source.data) != set(data):
+            return False
+        sync_source(bars.source, data, key="lag")
+        self._sent["lags"] = lags
+        self.lag_pipe.update(data=lags)
+        return True
+
+    def _draw_tables(self, windows: list[Any], frame: pd.DataFrame, lags: pd.DataFrame) -> None:
+        _set_table(self.topics, topics_frame(windows, self._topic_labels))
+        if self._range is None:
+            return
+        shown = " – ".join(datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in self._range)
+        n = int(lags.loc[lags["lag"] == 0, "n"].sum())
+        self.lag_caption.object = (
+            f"Correlation of each bucket's mean sentiment with the BTC return {MAX_LAG} buckets before "
+            f"to {MAX_LAG} after it (lag > 0: sentiment first), over {shown} UTC in "
+            f"{_step_label(self._step)} buckets; {n} of {len(frame)} buckets had both a sentiment and a "
+            "return. Correlation, not causation."
+        )
+
+    def _status_text(self) -> str:
+        assert self._range is not None
+        totals = self._totals
         last = (
             datetime.fromtimestamp(totals.last_ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
             if totals.last_ts
             else "—"
         )
-        shown = " – ".join(datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in (start, end))
+        shown = " – ".join(datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in self._range)
         mode = f"history {shown} UTC" if self.mode.value == HISTORY else f"live {self.window.value}"
-        self.status.object = (
+        return (
             f"**{totals.articles:,}** articles · **{totals.prices:,}** price points · "
-            f"newest data {last} · {mode} · {_step_label(step)} buckets"
-        )
-        n = int(lags.loc[lags["lag"] == 0, "n"].sum())
-        self.lag_caption.object = (
-            f"Correlation of each bucket's mean sentiment with the BTC return {MAX_LAG} buckets before "
-            f"to {MAX_LAG} after it (lag > 0: sentiment first), over {shown} UTC in "
-            f"{_step_label(step)} buckets; {n} of {len(frame)} buckets had both a sentiment and a return. "
-            "Correlation, not causation."
+            f"newest data {last} · {mode} · {_step_label(self._step)} buckets"
         )
 
 
@@ -757,6 +1206,12 @@ def _table(frame: pd.DataFrame, height: int, **extra: Any) -> pn.widgets.Tabulat
         formatters=links,
         **extra,
     )
+
+
+def _set_table(table: pn.widgets.Tabulator, frame: pd.DataFrame) -> None:
+    """A table's rows, sent only when they changed (a DataFrame is always news to Panel)."""
+    if not (isinstance(table.value, pd.DataFrame) and table.value.equals(frame)):
+        table.value = frame
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -818,20 +1273,71 @@ def stacked_bars(
 
 
 def create_dashboard(reader: Reader) -> pn.template.BootstrapTemplate:
-    """Build one session's dashboard: refreshed when the live feed says data was written."""
-    from serve.live import StreamFilter
+    """Build one session's dashboard: read in full on load, then woken by the live feed for
+    each written article, window or event (no polling)."""
+    from bokeh.document.locking import without_document_lock
+    from panel.io.state import set_curdoc
+
+    from serve.live import KINDS, StreamFilter
 
     dash = Dashboard(reader)
-    sub = reader.live().subscribe(StreamFilter(frozenset({"article", "aggregate"})), maxsize=100)
-    last = [0.0]
+    doc = pn.state.curdoc
+    woken = [False]  # a wake-up is scheduled and has not drained the queue yet
+    if doc is not None and doc.session_context is not None:
 
-    async def tick() -> None:
-        now = time.monotonic()
-        if sub.drain() or now - last[0] >= FALLBACK_S:
-            last[0] = now
-            await dash.refresh()
+        def call(fn: Callable[[], None], delay_s: float) -> None:
+            # Bokeh runs it with the document lock, then sends the changes it made.
+            if delay_s > 0:
+                doc.add_timeout_callback(fn, max(1, round(delay_s * 1000)))
+            else:
+                doc.add_next_tick_callback(fn)
+
+        def spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+            @without_document_lock
+            async def run() -> None:
+                with set_curdoc(doc):
+                    try:
+                        await fn()
+                    except Exception:
+                        log.exception("dashboard update failed")
+
+            doc.add_next_tick_callback(run)  # type: ignore[arg-type]  # coroutines are supported
+
+        dash.call, dash.spawn, dash.doc = call, spawn, doc
+        dash.pending = lambda: woken[0]
+
+    dropped = [0]
+
+    def go(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if dash.spawn is not None:
+            dash.spawn(fn)
+        else:
+            pn.state.execute(fn)
+
+    async def apply() -> None:
+        woken[0] = False
+        updates = sub.drain()
+        if updates:
+            await dash.live(updates)
+
+    def wake() -> None:  # on the event loop, from the live feed: schedule, never wait
+        if dash.spawn is not None and not woken[0]:
+            woken[0] = True
+            dash.spawn(apply)
+
+    sub = reader.live().subscribe(StreamFilter(frozenset(KINDS)), maxsize=LIVE_QUEUE, wake=wake)
+
+    def tick() -> None:
+        if sub.dropped != dropped[0]:  # updates were lost: read it all
+            dropped[0] = sub.dropped
+            sub.drain()
+            go(dash.refresh)
+        elif not woken[0]:  # no wake-up could be scheduled (no session document)
+            go(apply)
+        if dash.idle_s() >= FALLBACK_S:
+            go(dash.refresh)
 
     pn.state.onload(lambda: pn.state.execute(dash.refresh))
-    pn.state.add_periodic_callback(tick, period=WAKE_MS)  # type: ignore[arg-type]  # async is supported
+    pn.state.add_periodic_callback(tick, period=TICK_MS)
     pn.state.on_session_destroyed(lambda _ctx: sub.close())
     return dash.layout

@@ -54,6 +54,7 @@ def test_pushed_windows_set_one_shared_time_axis_over_their_span() -> None:
     plot = hv.renderer("bokeh").get_plot(dash.plots.object)
     windows = _windows()
     dash._send("series", dash.pipe, d.windows_frame(windows))
+    dash._send("shares", dash.share_pipe, d.windows_frame(windows))
     dash._send("events", dash.event_pipe, d.event_spans([]))
     dash._send("categories", dash.category_pipe, d.categories_frame(windows))
     dash._send("river", dash.river_pipe, d.river_frame(windows, {1: "terra, luna"}))
