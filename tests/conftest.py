@@ -112,29 +112,8 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    # Short path: Ray puts Unix sockets under a temp dir derived from it.
-    state_dir = Path(tempfile.mkdtemp(prefix="btcp-"))
-    env = dict(os.environ)
-    env.update(TEST_PORTS)
-    # Drivers the tests start themselves (ray.init) keep Ray's node on 127.0.0.1, as the CLI's do.
-    env.setdefault(SINGLE_NODE_ENV, "0")
-    env.setdefault(AUTH_MODE_ENV, "disabled")
     # Fault injection on: the fault suite arms crashes and poison through the actors.
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "BTCPULSE_FAULT_INJECTION": "1"})
-    s = Stack(state_dir, env)
-    try:
-        # No live collectors: tests reach nothing beyond this machine.
-        s.cli("up", "--no-live", timeout=900)
-        yield s
-    finally:
-        try:
-            s.cli("down", timeout=300)
-        finally:
-            logs = state_dir / "pulsar" / "pulsar.log"
-            if logs.exists():
-                ARTIFACTS.mkdir(exist_ok=True)
-                shutil.copy(logs, ARTIFACTS / "pulsar.log")
-            shutil.rmtree(state_dir, ignore_errors=True)
+    yield from stack_with({"BTCPULSE_FAULT_INJECTION": "1"}, port_shift=0, name="")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -155,19 +134,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def stack_with(extra_env: dict[str, str], *, port_shift: int, name: str) -> Iterator[Stack]:
-    """Start a stack like the session's, with ``extra_env`` on top and every port shifted by
-    ``port_shift`` from TEST_PORTS (so it can run beside the session's); yield it, then take it
-    down. For a fixture: ``yield from stack_with(...)``. Its Pulsar log is kept as
-    artifacts/pulsar-<name>.log."""
-    state_dir = Path(tempfile.mkdtemp(prefix=f"btcp-{name[:8]}-"))
+    """Start a stack through the project's own CLI, with ``extra_env`` on top and every port
+    shifted by ``port_shift`` from TEST_PORTS (so it can run beside the session's); yield it,
+    then take it down. For a fixture: ``yield from stack_with(...)``. Its Pulsar log is kept as
+    artifacts/pulsar-<name>.log (artifacts/pulsar.log for the session's, name "")."""
+    # Short path: Ray puts Unix sockets under a temp dir derived from it.
+    state_dir = Path(tempfile.mkdtemp(prefix=f"btcp-{name[:8]}-" if name else "btcp-"))
     env = dict(os.environ)
     env.update({k: (str(int(v) + port_shift) if k.endswith("_PORT") else v) for k, v in TEST_PORTS.items()})
+    # Drivers the tests start themselves (ray.init) keep Ray's node on 127.0.0.1, as the CLI's do.
     env.setdefault(SINGLE_NODE_ENV, "0")
     env.setdefault(AUTH_MODE_ENV, "disabled")
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.update(extra_env)
     s = Stack(state_dir, env)
     try:
+        # No live collectors: tests reach nothing beyond this machine.
         s.cli("up", "--no-live", timeout=900)
         yield s
     finally:
@@ -177,7 +159,7 @@ def stack_with(extra_env: dict[str, str], *, port_shift: int, name: str) -> Iter
             logs = state_dir / "pulsar" / "pulsar.log"
             if logs.exists():
                 ARTIFACTS.mkdir(exist_ok=True)
-                shutil.copy(logs, ARTIFACTS / f"pulsar-{name}.log")
+                shutil.copy(logs, ARTIFACTS / (f"pulsar-{name}.log" if name else "pulsar.log"))
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
