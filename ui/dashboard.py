@@ -28,7 +28,6 @@ Text from the internet is shown as text, never as HTML.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import io
 import logging
@@ -703,7 +702,6 @@ class Dashboard:
         # document lock (Bokeh sends what it changed right after); ``spawn(coroutine function)``
         # runs I/O without the lock. Without a session (tests), both run at once.
         self.call: Callable[[Callable[[], None], float], None] = lambda fn, _delay: fn()
-        self.doc: Any = None  # the session's Bokeh document
         self.pending: Callable[[], bool] | None = None  # live updates wait for this session
         self.spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None] | None = None
         for widget in (self.source, self.sentiment, self.category, self.topic):
@@ -1123,24 +1121,30 @@ class Dashboard:
             self.source.options = options
 
     def _draw_heavy(self, windows: list[Any], frame: pd.DataFrame) -> None:
-        """The aggregate charts and tables from the windows in memory. Bokeh walks the whole
-        document after each HoloViews update (~0.1 s here): one walk for all of them."""
+        """The aggregate charts and tables from the windows in memory, one chart per tick of
+        the session: each HoloViews update costs a walk of the whole document (~0.1 s here),
+        and a live update that comes meanwhile is drawn between two of them."""
         lags = lead_lag(frame)
         if self._changed("lags", lags):
             self._patch_lags(lags)  # in place when it can; else the bars are redrawn below
-        charts = [
-            ("shares", self.share_pipe, frame),
-            ("categories", self.category_pipe, categories_frame(windows)),
-            ("river", self.river_pipe, river_frame(windows, self._topic_labels)),
-            ("sources", self.source_pipe, source_volume_frame(windows)),
-            ("lags", self.lag_pipe, lags),
+        steps: list[Callable[[], None]] = [
+            lambda: self._send("shares", self.share_pipe, frame),
+            lambda: self._send("categories", self.category_pipe, categories_frame(windows)),
+            lambda: self._send("river", self.river_pipe, river_frame(windows, self._topic_labels)),
+            lambda: self._send("sources", self.source_pipe, source_volume_frame(windows)),
+            lambda: self._send("lags", self.lag_pipe, lags),
+            lambda: self._draw_tables(windows, frame, lags),
         ]
-        changed = [(name, pipe, data) for name, pipe, data in charts if self._changed(name, data)]
-        # (the walk comes on leaving freeze(), changed or not: only when something is sent)
-        with self.doc.models.freeze() if changed and self.doc is not None else contextlib.nullcontext():
-            for name, pipe, data in changed:
-                self._send(name, pipe, data)
-        self._draw_tables(windows, frame, lags)
+
+        def run(i: int) -> None:
+            if self._busy():  # a live update first
+                self.call(lambda: run(i), BUSY_RETRY_S)
+                return
+            steps[i]()
+            if i + 1 < len(steps):
+                self.call(lambda: run(i + 1), 0)
+
+        run(0)
 
     def _patch_lags(self, lags: pd.DataFrame) -> bool:
         """The lead/lag bars (always the same lags, on a fixed -1..1 axis) patched in place."""
@@ -1303,7 +1307,7 @@ def create_dashboard(reader: Reader) -> pn.template.BootstrapTemplate:
 
             doc.add_next_tick_callback(run)  # type: ignore[arg-type]  # coroutines are supported
 
-        dash.call, dash.spawn, dash.doc = call, spawn, doc
+        dash.call, dash.spawn = call, spawn
         dash.pending = lambda: woken[0]
 
     dropped = [0]
