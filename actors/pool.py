@@ -90,7 +90,6 @@ class AnalysisPool:
         )
         self._lock = threading.Lock()  # members change under it
         self._members: dict[int, Any] = self._adopt()
-        self._ready: dict[int, bool] = dict.fromkeys(self._members, False)
         self._backlog: int | None = None
         self._events: deque[dict[str, Any]] = deque(maxlen=50)
         self._stop = threading.Event()
@@ -128,7 +127,6 @@ class AnalysisPool:
 
     def _stop_member(self, index: int) -> None:
         handle = self._members.pop(index)
-        self._ready.pop(index, None)
         try:
             ray.get(handle.stop.remote(), timeout=60)
         except Exception as exc:  # it is going anyway: its messages are redelivered to the others
@@ -141,7 +139,6 @@ class AnalysisPool:
             while len(self._members) < size:
                 index = next(i for i in range(len(self._members) + 1) if i not in self._members)
                 self._members[index] = self._start_member(index)
-                self._ready[index] = False
             while len(self._members) > size:
                 self._stop_member(max(self._members))
             if len(self._members) != before:
@@ -173,8 +170,6 @@ class AnalysisPool:
         with self._lock:
             members = dict(self._members)
         ray.get([h.stats.remote() for h in members.values()], timeout=timeout_s)
-        for index in members:
-            self._ready[index] = True
         return {member_name(i): h for i, h in sorted(members.items())}
 
     def members(self) -> list[str]:
