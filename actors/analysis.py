@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -52,6 +53,34 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION = "analysis"
 # How long a batch waits on the topic model or the store before the actor gives up and restarts.
 CALL_TIMEOUT_S = 120.0
+#: Where a batch's time goes, summed in ``stats()["seconds"]``: the models, the topic model's
+#: call, the store's (story assignment and the write), the scored articles' sends, the acks.
+PHASES = ("models", "topics", "store", "publish", "ack")
+
+
+def model_env() -> dict[str, str]:
+    """Environment for an analysis actor's process, set before torch loads OpenMP.
+
+    ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads sleep between parallel regions instead of
+    spinning. The stage shares its cores with the broker, Serve and the other stages; with
+    spinning, one thread descheduled kept the others burning CPU at each barrier (analyze at
+    batch 8 with a competing process: 26 items/s spinning, 36 passive; alone 56 vs 54; see
+    bench/NOTES.md). An ``OMP_WAIT_POLICY`` already in the environment is kept.
+    """
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def model_threads(settings: BtcpulseSettings, cpus: int | None = None) -> int:
+    """CPU threads for one analysis actor's models.
+
+    ``settings.analysis_threads`` when set; else this node's CPUs shared by the pool's largest
+    size. Ray sets ``OMP_NUM_THREADS`` to an actor's ``num_cpus`` (1 by default), which would
+    leave a one-actor pool's models on one core of the machine.
+    """
+    if settings.analysis_threads is not None:
+        return settings.analysis_threads
+    n = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, n // settings.pool_max)
 
 
 class ModelError(RuntimeError):
@@ -136,12 +165,15 @@ class AnalysisConsumer:
     """Ray actor around :func:`analyze`; subscribes to news.raw with a shared subscription."""
 
     def __init__(self, settings: BtcpulseSettings, store: Any, topic_model: Any) -> None:
+        from models.device import torch_threads
         from models.pipeline import Analyzer
 
         self._settings = settings
         self._store = store
         self._topic_model = topic_model
         self._stats: Counter[str] = Counter()
+        self._seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._threads = torch_threads(model_threads(settings))  # before the models: ONNX reads it
         self._last_batch_at = 0.0
         self._stop = threading.Event()
         self._faults = FaultHooks(settings.fault_injection, "analysis")
@@ -150,6 +182,7 @@ class AnalysisConsumer:
             device=settings.device,
             backend=settings.embed_backend,
             sentiment_model=settings.sentiment_model,
+            sentiment_backend=settings.sentiment_backend,
             category_threshold=settings.category_threshold,
             batch_size=settings.embed_batch_size,
             max_tokens=settings.batch_max_tokens,
@@ -204,30 +237,39 @@ class AnalysisConsumer:
             self._write([pair], analysis)
 
     def _analyze(self, items: list[NewsItem]) -> Analysis:
+        t0 = time.perf_counter()
         try:
             self._faults.check_texts([item.text for item in items])
             return analyze(items, self._analyzer)
         except Exception as exc:
             raise ModelError(str(exc)) from exc
+        finally:
+            self._seconds["models"] += time.perf_counter() - t0
 
     def _write(self, batch: list[tuple[pulsar.Message, NewsItem]], analysis: Analysis) -> None:
         """Topics, stories, store, broker, then acknowledge. Any failure here propagates: the
         actor restarts and the batch is redelivered (the writes are idempotent)."""
         texts = [item.text for item in analysis.items]
         ts = [item.published_ts for item in analysis.items]
+        t0 = time.perf_counter()
         topics = ray.get(self._topic_model.assign.remote(texts, analysis.vectors, ts), timeout=CALL_TIMEOUT_S)
+        t1 = time.perf_counter()
         ids = [item.id for item in analysis.items]
         articles = score(analysis, topics, ids, self._analyzer.name)  # story ids come next
         story_ids = ray.get(
             self._store.upsert_articles.remote(ids, analysis.vectors, [payload(a) for a in articles]),
             timeout=CALL_TIMEOUT_S,
         )
+        t2 = time.perf_counter()
         for article, story in zip(articles, story_ids, strict=True):
             self._scored.send(dataclasses.replace(article, story_id=story), key=article.id)
         self._scored.wait()
+        t3 = time.perf_counter()
         self._faults.after_write()
         for msg, _ in batch:
             self._consumer.acknowledge(msg)
+        for phase, dt in zip(PHASES[1:], (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3), strict=True):
+            self._seconds[phase] += dt
         self._stats["processed"] += len(batch)
         self._stats["batches"] += 1
         self._last_batch_at = time.time()
@@ -248,7 +290,13 @@ class AnalysisConsumer:
 
     # -- control -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {**self._stats, "last_batch_at": self._last_batch_at, "model": self._analyzer.name}
+        return {
+            **self._stats,
+            "last_batch_at": self._last_batch_at,
+            "model": self._analyzer.name,
+            "threads": self._threads,
+            "seconds": {p: round(self._seconds[p], 3) for p in PHASES},
+        }
 
     def inject_fault(self, kind: str, arg: str = "") -> None:
         """Arm a :class:`FaultHooks` fault (only with ``settings.fault_injection``)."""

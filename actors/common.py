@@ -43,15 +43,28 @@ def supervised_thread(target: Callable[[], None], name: str) -> threading.Thread
     return thread
 
 
+#: How long an idle stage blocks for its next message before it looks at its stop flag.
+IDLE_WAIT_MS = 1000
+
+
 def consume_batches(
     consumer: pulsar.Consumer, handle: Callable[[list[pulsar.Message]], None], stop: threading.Event
 ) -> None:
-    """Receive batches until ``stop`` is set; each non-empty batch goes to ``handle``, which
-    acknowledges what it has durably processed."""
+    """Receive batches until ``stop`` is set; each batch goes to ``handle``, which acknowledges
+    what it has durably processed.
+
+    A batch starts with the first message to arrive (an idle stage blocks on it and costs
+    nothing) and takes what else comes within the subscription's batch wait, up to its batch
+    size (:func:`cluster.topics.subscribe`). So a lone message is not held back for a batch
+    that will not fill, and under load the queue fills while a batch is processed: the next
+    one is taken full at once.
+    """
     while not stop.is_set():
-        msgs = consumer.batch_receive()  # returns after the policy's wait time, even empty
-        if msgs:
-            handle(list(msgs))
+        try:
+            first = consumer.receive(timeout_millis=IDLE_WAIT_MS)
+        except pulsar.Timeout:
+            continue
+        handle([first, *consumer.batch_receive()])
 
 
 class FaultHooks:

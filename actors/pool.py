@@ -110,7 +110,7 @@ class AnalysisPool:
         return found
 
     def _start_member(self, index: int) -> Any:
-        from actors.analysis import AnalysisConsumer
+        from actors.analysis import AnalysisConsumer, model_env
 
         s = self._settings
         options: dict[str, Any] = {
@@ -120,6 +120,7 @@ class AnalysisPool:
             "num_gpus": s.analysis_num_gpus,
             # Over the nodes that fit, so one node's loss takes as few members as it can.
             "scheduling_strategy": "SPREAD",
+            "runtime_env": {"env_vars": model_env()},
         }
         if s.analysis_resources:
             options["resources"] = dict(s.analysis_resources)

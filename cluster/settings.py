@@ -111,9 +111,10 @@ class BtcpulseSettings(BaseSettings):
     embedding_dim: int = 384
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     batch_max_size: int = 64  # messages per consumer batch
-    # Texts per forward pass; 32 measured best on 2 CPU cores (bench/NOTES.md).
-    embed_batch_size: int = 32
-    batch_max_wait_ms: int = 200
+    # Texts per forward pass; 16 measured best on headline + summary on 2 CPU cores (bench/NOTES.md).
+    embed_batch_size: int = 16
+    # How long a batch waits for more messages after its first (actors.common.consume_batches).
+    batch_max_wait_ms: int = 20
     # Padded tokens per forward pass (items x longest item); bounds a batch of long texts.
     batch_max_tokens: int = 8192
     # Embedding backend: "torch", "onnx" (ONNX Runtime fp32) or "onnx-int8" (CPU, quantized).
@@ -132,6 +133,9 @@ class BtcpulseSettings(BaseSettings):
     # What one analysis actor asks of the cluster: CPUs, GPUs (e.g. 1 for GPU worker nodes) and
     # custom resources (JSON, e.g. {"analysis_node": 1} to keep them off the head node).
     analysis_num_cpus: float = 1.0
+    # CPU threads for one analysis actor's models (torch, ONNX Runtime); unset: the node's CPUs
+    # shared by the pool's largest size (actors.analysis.model_threads).
+    analysis_threads: int | None = Field(default=None, ge=1)
     analysis_num_gpus: float = 0.0
     analysis_resources: dict[str, float] = Field(default_factory=dict)
     # Lets the consumer actors take inject_fault() calls (crash between the store write and
@@ -143,6 +147,8 @@ class BtcpulseSettings(BaseSettings):
     # "" = the sentiment model the project ships (models/artifacts); "lexicon" = VADER + crypto
     # lexicon; otherwise a Hugging Face sequence-classification model id or local path.
     sentiment_model: str = ""
+    # The shipped sentiment model's encoder: torch, onnx or onnx-int8; unset: as embed_backend.
+    sentiment_backend: str | None = None
     category_threshold: float | None = None  # None: the categorizer's calibrated default
     story_threshold: float | None = None  # cosine; None: the tracker's calibrated default
     story_window_s: int = 48 * 3600
@@ -209,10 +215,10 @@ class BtcpulseSettings(BaseSettings):
                 raise ValueError(f"an origin is scheme://host[:port], no '*' or path: {origin!r}")
         return v
 
-    @field_validator("embed_backend")
+    @field_validator("embed_backend", "sentiment_backend")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        if v not in ("torch", "onnx", "onnx-int8"):
+    def _backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("torch", "onnx", "onnx-int8"):
             raise ValueError("must be one of torch, onnx, onnx-int8")
         return v
 

@@ -211,7 +211,11 @@ def subscribe(
         max_total_receiver_queue_size_across_partitions=settings.receiver_queue_size,
         negative_ack_redelivery_delay_ms=1000,
         unacked_messages_timeout_ms=0,
+        # A batch's first message comes from receive() (actors.common.consume_batches), the rest
+        # from batch_receive(): one fewer than the batch size, within the wait.
         batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(
-            batch_size or settings.batch_max_size, 8 * 1024 * 1024, wait_ms or settings.batch_max_wait_ms
+            max(1, (batch_size or settings.batch_max_size) - 1),
+            8 * 1024 * 1024,
+            wait_ms or settings.batch_max_wait_ms,
         ),
     )

@@ -177,6 +177,8 @@ class ReadService:
                     "unacked": backlog.unacked if backlog else None,
                     "processed": sum(int(v.get("processed", v.get("articles", 0))) for v in mine),
                     "last_batch_at": max((float(v.get("last_batch_at", 0.0)) for v in mine), default=0.0),
+                    "batches": sum(int(v.get("batches", 0)) for v in mine),
+                    "seconds": _summed([v.get("seconds", {}) for v in mine]),
                 }
             )
         return rows
@@ -199,3 +201,12 @@ class ReadService:
     async def count(self) -> int:
         n: int = await self._store.count.remote()
         return n
+
+
+def _summed(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Key-wise sums of the actors' phase timings."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = round(out.get(key, 0.0) + float(value), 3)
+    return out

@@ -192,7 +192,13 @@ class PipelineStage(BaseModel):
     backlog: int | None = Field(description="messages its subscription has not acknowledged (null: unknown)")
     unacked: int | None = Field(description="delivered, not yet acknowledged")
     processed: int = Field(description="messages processed since the actors started")
+    batches: int = Field(default=0, description="batches processed since the actors started")
     last_batch_at: str | None = Field(description="when the stage last finished a batch")
+    seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="where its batches' time went since its actors started, summed over them "
+        "(analysis: models, topics, store, publish, ack)",
+    )
 
 
 class PipelineResponse(BaseModel):

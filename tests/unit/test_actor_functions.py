@@ -1,6 +1,6 @@
 """The pure functions next to the actors: aggregator.touched_windows / event_record,
-analysis.analyze and score (with the real models) and analysis.payload, and
-pulsar_admin._topic_url."""
+analysis.analyze and score (with the real models), analysis.payload and model_threads,
+common.consume_batches, and pulsar_admin._topic_url."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pulsar
 import pytest
 
 from actors.aggregator import WINDOW_S, event_record, topic_keywords, touched_windows
@@ -278,3 +280,61 @@ def test_fault_hooks_refuse_unless_enabled_and_poison_only_marked_texts() -> Non
     on.check_texts(["Bitcoin rallies", "ETF approved"])
     with pytest.raises(ValueError, match="injected poison"):
         on.check_texts(["Bitcoin rallies", "POISON-1 here"])
+
+
+def test_model_threads_share_the_node_between_the_pools_actors() -> None:
+    from actors.analysis import model_threads
+
+    assert model_threads(BtcpulseSettings(), cpus=2) == 2  # one actor: the whole machine, not Ray's 1
+    assert model_threads(BtcpulseSettings(analysis_max_actors=2), cpus=2) == 1
+    assert model_threads(BtcpulseSettings(analysis_actors=3), cpus=16) == 5
+    assert model_threads(BtcpulseSettings(analysis_max_actors=4), cpus=2) == 1  # never 0
+    assert model_threads(BtcpulseSettings(analysis_threads=3), cpus=2) == 3  # as configured
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        BtcpulseSettings(analysis_threads=0)
+
+
+class _Queue:
+    """A consumer's side of the broker: ``receive`` blocks up to its timeout, ``batch_receive``
+    takes what is queued (up to ``size``)."""
+
+    def __init__(self, batches: list[list[str]], stop: threading.Event, size: int = 3) -> None:
+        self._batches = batches
+        self._queued: list[str] = []
+        self._stop = stop
+        self._size = size
+        self.timeouts = 0
+
+    def receive(self, timeout_millis: int) -> str:
+        if not self._queued and self._batches:
+            self._queued = self._batches.pop(0)
+        if not self._queued:
+            self.timeouts += 1
+            self._stop.set()
+            raise pulsar.Timeout()
+        return self._queued.pop(0)
+
+    def batch_receive(self) -> list[str]:
+        taken, self._queued = self._queued[: self._size], self._queued[self._size :]
+        return taken
+
+
+def test_consume_batches_starts_on_the_first_message_and_takes_what_is_queued() -> None:
+    from actors.common import consume_batches
+
+    stop = threading.Event()
+    queue = _Queue([["a"], ["b", "c", "d", "e", "f"]], stop)
+    handled: list[list[str]] = []
+    consume_batches(queue, handled.append, stop)  # type: ignore[arg-type]
+    # a lone message is handled alone at once; a backlog in batches of 1 + the policy's size
+    assert handled == [["a"], ["b", "c", "d", "e"], ["f"]]
+    assert queue.timeouts == 1  # idle: blocked on receive, then looked at the stop flag
+
+
+def test_model_env_lets_openmp_threads_sleep_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.analysis import model_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert model_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert model_env() == {"OMP_WAIT_POLICY": "ACTIVE"}
