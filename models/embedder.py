@@ -203,6 +203,76 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         )
 
 
+def onnx_session(
+    transformer: torch.nn.Module, name: str, backend: str, threads: int, device: str = "cpu"
+) -> tuple[Any, Path]:
+    """An ONNX Runtime session running ``transformer`` (a Hugging Face encoder: ids, mask,
+    token types -> last hidden state) as ``backend`` ("onnx" fp32 or "onnx-int8"), and its file.
+
+    The export (and the int8 quantisation) is made once and cached under :func:`cache_dir`,
+    keyed by a hash of the weights and :data:`ONNX_EXPORT_SETTINGS`; a broken cached file is
+    rebuilt once. Used by the embedder and by the sentiment model's encoder.
+    """
+    import onnxruntime as ort
+
+    transformer = transformer.float().cpu().eval()
+    digest = _weights_hash(transformer, ONNX_EXPORT_SETTINGS)
+    folder = cache_dir() / "onnx" / f"{name}-{digest[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / _ONNX_FP32_FILE
+    target = fp32 if backend == "onnx" else folder / _ONNX_INT8_FILE
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    # No busy-waiting between runs: another model's torch threads run right after on the same
+    # cores, and ORT's spinning threads took their CPU (bench/NOTES.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+    for attempt in (1, 2):
+        try:
+            _ensure_onnx_files(transformer, name, folder, fp32, target, digest)
+            return ort.InferenceSession(str(target), options, providers=providers), target
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            if attempt == 2:
+                raise ModelLoadError(
+                    f"cannot build or load the ONNX model in {folder}: {exc}; delete that folder to retry"
+                ) from exc
+            for path in {fp32, target}:
+                path.unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+def _ensure_onnx_files(
+    transformer: torch.nn.Module, name: str, folder: Path, fp32: Path, target: Path, digest: str
+) -> None:
+    if not fp32.exists():
+        exporter: list[str] = []
+        _atomic_write(fp32, lambda tmp: exporter.append(_export_onnx(transformer, tmp)))
+        meta = {
+            "model": name,
+            "weights_and_settings_sha256": digest,
+            "exporter_used": exporter[0] if exporter else "unknown",
+            "torch": torch.__version__,
+            "settings": ONNX_EXPORT_SETTINGS,
+        }
+        _atomic_write(
+            folder / _META_FILE,
+            lambda tmp: _write_text(tmp, json.dumps(meta, indent=2) + "\n"),
+        )
+    if target != fp32 and not target.exists():
+        _atomic_write(target, lambda tmp: _quantize_int8(fp32, tmp))
+
+
 class Embedder:
     """L2-normalised sentence embeddings from a sentence-transformers model.
 
@@ -383,63 +453,11 @@ class Embedder:
         return transformer
 
     def _onnx_session(self, st: Any) -> Any:
-        import onnxruntime as ort
-
-        transformer = self._check_onnx_compatible(st).float().cpu().eval()
-        digest = _weights_hash(transformer, ONNX_EXPORT_SETTINGS)
-        folder = cache_dir() / "onnx" / f"{self._name}-{digest[:16]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        fp32 = folder / _ONNX_FP32_FILE
-        target = fp32 if self._backend == "onnx" else folder / _ONNX_INT8_FILE
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._intra_op_num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if self.device.startswith("cuda"):
-            index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-
-        for attempt in (1, 2):
-            try:
-                self._ensure_onnx_files(transformer, folder, fp32, target, digest)
-                session = ort.InferenceSession(str(target), options, providers=providers)
-            except ModelLoadError:
-                raise
-            except Exception as exc:
-                if attempt == 2:
-                    raise ModelLoadError(
-                        f"cannot build or load the ONNX model in {folder}: {exc}; delete that folder to retry"
-                    ) from exc
-                for path in {fp32, target}:
-                    path.unlink(missing_ok=True)
-                continue
-            self._onnx_path = target
-            return session
-        raise AssertionError("unreachable")
-
-    def _ensure_onnx_files(
-        self, transformer: torch.nn.Module, folder: Path, fp32: Path, target: Path, digest: str
-    ) -> None:
-        if not fp32.exists():
-            exporter: list[str] = []
-            _atomic_write(fp32, lambda tmp: exporter.append(_export_onnx(transformer, tmp)))
-            meta = {
-                "model": self._name,
-                "weights_and_settings_sha256": digest,
-                "exporter_used": exporter[0] if exporter else "unknown",
-                "torch": torch.__version__,
-                "settings": ONNX_EXPORT_SETTINGS,
-            }
-            _atomic_write(
-                folder / _META_FILE,
-                lambda tmp: _write_text(tmp, json.dumps(meta, indent=2) + "\n"),
-            )
-        if target != fp32 and not target.exists():
-            _atomic_write(target, lambda tmp: _quantize_int8(fp32, tmp))
+        transformer = self._check_onnx_compatible(st)
+        session, self._onnx_path = onnx_session(
+            transformer, self._name, self._backend, self._intra_op_num_threads, self.device
+        )
+        return session
 
     # ------------------------------------------------------------------ properties
 

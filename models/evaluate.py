@@ -120,3 +120,56 @@ def evaluate_sentiment(csv_path: str | Path, folds: int = 5, seed: int = 0) -> d
             "full_data_band": tune_band(scores, gold),
         }
     return out
+
+
+def compare_backends(csv_path: str | Path, backends: list[str]) -> list[dict[str, Any]]:
+    """The shipped sentiment model on the labelled CSV with each encoder backend: accuracy,
+    macro-F1, texts/s (after a warm-up) and how often its labels agree with the first backend's."""
+    import time
+
+    from models.sentiment_model import TransformerSentiment
+
+    texts, gold = load_labelled(csv_path)
+    rows: list[dict[str, Any]] = []
+    first: np.ndarray | None = None
+    for backend in backends:
+        model = TransformerSentiment("", device="cpu", backend=backend)
+        model.predict(texts[:32])
+        t0 = time.perf_counter()
+        pred = np.asarray(model.predict(texts).labels)
+        seconds = time.perf_counter() - t0
+        first = pred if first is None else first
+        rows.append(
+            {
+                "backend": backend,
+                "texts": len(texts),
+                "accuracy": round(float(accuracy_score(gold, pred)), 4),
+                "macro_f1": round(macro_f1(gold, pred), 4),
+                "texts_per_s": round(len(texts) / seconds, 1),
+                "labels_agree_with_first": round(float(np.mean(pred == first)), 4),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.evaluate [--data CSV] [--backends torch,onnx,onnx-int8]``: one JSON
+    line per backend of the shipped sentiment model (see :func:`compare_backends`)."""
+    import argparse
+    import json
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "cryptolin_dev" / "cryptolin_dev.csv"
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=main.__doc__)
+    parser.add_argument("--data", type=Path, default=default)
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8")
+    args = parser.parse_args(argv)
+    for row in compare_backends(args.data, args.backends.split(",")):
+        sys.stdout.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -40,6 +40,7 @@ class Analyzer:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         backend: embedding backend, ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
         sentiment_model: ``""`` (shipped model), ``"lexicon"``, or a Hugging Face model.
+        sentiment_backend: the sentiment encoder's backend; ``None``: the embedder's.
         category_threshold: ``None`` for the categorizer's calibrated default.
         batch_size: texts per forward pass.
         max_tokens: padded tokens per forward pass (``None``: no token budget).
@@ -55,6 +56,7 @@ class Analyzer:
         category_threshold: float | None = None,
         batch_size: int = 32,
         max_tokens: int | None = None,
+        sentiment_backend: str | None = None,
     ) -> None:
         from models.categories import Categorizer
         from models.embedder import Embedder
@@ -65,7 +67,7 @@ class Analyzer:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.embedder = Embedder(embedding_model, device=device, backend=backend)
-        self.sentiment = load_sentiment(sentiment_model, device=device)
+        self.sentiment = load_sentiment(sentiment_model, device=device, backend=sentiment_backend or backend)
         kwargs: dict[str, Any] = {} if category_threshold is None else {"threshold": category_threshold}
         self.categorizer = Categorizer(self.embedder, **kwargs)
 

@@ -469,6 +469,9 @@ class TransformerSentiment:
         label_map: Only for a Hugging Face checkpoint whose ``id2label`` names cannot be read
             (e.g. ``LABEL_0``...): ``{class id or name: "negative" | "neutral" | "positive"}`` for
             every class. Without it the names are mapped by :func:`infer_label_map`.
+        backend: ``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` to run the encoder of a shipped-kind
+            model (an artifact) through ONNX Runtime (fp32, or int8 weights: about half the CPU),
+            as :class:`models.embedder.Embedder` does; the export is cached.
         neutral_margin: Only for a 2-class (negative/positive) checkpoint: label a text neutral
             when ``|P(pos) - P(neg)| < neutral_margin``. The default ``0`` never emits neutral.
 
@@ -486,7 +489,12 @@ class TransformerSentiment:
         max_length: int = 64,
         label_map: Mapping[int | str, str] | None = None,
         neutral_margin: float = 0.0,
+        backend: str = "torch",
     ) -> None:
+        from models.embedder import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown sentiment backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_length < 8:
@@ -514,6 +522,10 @@ class TransformerSentiment:
         if self.half:
             self._model.half()
         self._model.eval()
+        self.backend = backend
+        self._session: Any = None
+        if backend != "torch":
+            self._onnx_encoder(backend)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -598,6 +610,38 @@ class TransformerSentiment:
         self._kind = "hf"
         self._name = Path(source.rstrip("/\\")).name or source
 
+    def _onnx_encoder(self, backend: str) -> None:
+        """Run the (LoRA-merged) encoder through ONNX Runtime; the pooling and the head, a few
+        hundred multiply-adds a text, in numpy. Only the shipped kind of model (an artifact)."""
+        import torch
+
+        from models.embedder import onnx_session
+
+        if self._kind != "artifact":
+            raise ValueError(f"sentiment backend {backend!r} runs models.train_sentiment artifacts only")
+        model: Any = self._model  # a MeanPoolClassifier
+        self._session, self.onnx_path = onnx_session(
+            model.encoder, f"sentiment-{self._name}", backend, torch.get_num_threads(), self.device
+        )
+        self._session_inputs = {i.name for i in self._session.get_inputs()}
+        self._head_w = model.head.weight.detach().float().cpu().numpy().T.copy()
+        self._head_b = model.head.bias.detach().float().cpu().numpy().copy()
+
+    def _logits_onnx(self, texts: list[str]) -> np.ndarray:
+        enc = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        mask = enc["attention_mask"].astype(np.int64)
+        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": mask}
+        if "token_type_ids" in self._session_inputs:
+            feeds["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(mask)).astype(np.int64)
+        (hidden,) = self._session.run(None, feeds)
+        m = mask[:, :, None].astype(np.float32)
+        x = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+        if self._model.n_extra:
+            x = np.concatenate([x, lexicon_features(texts).astype(np.float32)], axis=1)
+        return np.asarray(x @ self._head_w + self._head_b, dtype=np.float32)
+
     # -- inference ------------------------------------------------------------------------
 
     @property
@@ -624,6 +668,11 @@ class TransformerSentiment:
         with torch.inference_mode():
             for start in range(0, len(items), self.batch_size):
                 idx = order[start : start + self.batch_size]
+                if self._session is not None:
+                    logits_np = self._logits_onnx([items[i] for i in idx])
+                    z = np.exp(logits_np - logits_np.max(axis=1, keepdims=True))
+                    out[idx] = z / z.sum(axis=1, keepdims=True)
+                    continue
                 enc = self._tokenizer(
                     [items[i] for i in idx],
                     padding=True,
@@ -662,7 +711,9 @@ class TransformerSentiment:
         return batch.scores, np.asarray(batch.labels, dtype=str).reshape(len(batch))
 
 
-def load_sentiment(spec: str = "", device: str = "auto") -> TransformerSentiment | LexiconSentiment:
+def load_sentiment(
+    spec: str = "", device: str = "auto", backend: str = "torch"
+) -> TransformerSentiment | LexiconSentiment:
     """The sentiment scorer a config value names.
 
     Args:
@@ -671,6 +722,8 @@ def load_sentiment(spec: str = "", device: str = "auto") -> TransformerSentiment
             VADER; anything else: a Hugging Face checkpoint (id or path) or a directory written by
             ``models.train_sentiment``, via :class:`TransformerSentiment`.
         device: Passed to :class:`TransformerSentiment` (the lexicon scorer is CPU-only).
+        backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` for a transformer model's encoder
+            (:class:`TransformerSentiment`); the lexicon scorers have none.
 
     Raises:
         TypeError: ``spec`` is not a string.
@@ -683,4 +736,4 @@ def load_sentiment(spec: str = "", device: str = "auto") -> TransformerSentiment
         return LexiconSentiment(crypto=True)
     if key == "vader":
         return LexiconSentiment(crypto=False)
-    return TransformerSentiment(spec, device=device)
+    return TransformerSentiment(spec, device=device, backend=backend)
