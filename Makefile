@@ -27,7 +27,7 @@ export TRANSFORMERS_OFFLINE := 1
 REPLAY_NEWS   := $(DATA)/crypto_news_2021_2022/cryptonews.csv
 REPLAY_PRICES := $(DATA)/btc_usd_bitstamp_hourly/Bitstamp_BTCUSD_1h.csv
 
-.PHONY: up down status install system-deps test unit lint audit bench bench-search soak screenshot memtest lock clean
+.PHONY: up down status install system-deps test unit lint audit bench bench-search bench-threads soak screenshot memtest lock clean
 
 ## up: install what is missing, start Pulsar, Ray, Serve, consumers and sources; print addresses
 up: install
@@ -98,13 +98,22 @@ audit: install
 	$(BIN)/pip-audit -r requirements.lock --no-deps --disable-pip --strict \
 	  --vulnerability-service $(AUDIT_SERVICE) --progress-spinner off
 
-## bench: the models' table (bench.run), then search at 100k real texts through the API on a
-## stack of its own (bench.search; the first run embeds the texts, ~20 min on 2 cores, then cached
-## under $(CACHE)/bench). BENCH_SEARCH=0 skips the search part.
+## bench: the models' table (bench.run); the whole system against its models, latency, dashboard
+## and memory, with the default models and with onnx-int8 (bench.pipeline, a stack of its own,
+## ~10 min each); search at 100k real texts through the API (bench.search; the first run embeds
+## the texts, ~20 min on 2 cores, then cached under $(CACHE)/bench); then the goals table in the
+## README (bench.report). BENCH_SEARCH=0 skips the search part.
 BENCH_SEARCH ?= 1
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.pipeline --label onnx-int8 --env BTCPULSE_EMBED_BACKEND=onnx-int8
 	@if [ "$(BENCH_SEARCH)" != 0 ]; then $(BIN)/python -m bench.search; fi
+	$(BIN)/python -m bench.report
+
+## bench-threads: the analysis models under an actor's conditions (threads, OpenMP, ONNX Runtime)
+bench-threads: install
+	$(BIN)/python -m bench.threads
 
 bench-search: install
 	$(BIN)/python -m bench.search

@@ -38,13 +38,7 @@ from typing import Any
 
 import httpx
 
-NEWS = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "crypto_news_2021_2022"
-    / "cryptonews.csv"
-)
+from bench.stack import NEWS, fresh_copy, real_items
 
 
 def _shown(page: Any) -> int:
@@ -70,12 +64,10 @@ def _quantile(values: list[float], q: float) -> float:
 def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
-    from actors.replay import ReplayReport, read_file
-    from cluster.records import NewsItem
     from cluster.settings import BtcpulseSettings
     from cluster.topics import Topics, connect, create_producer
 
-    items = [r.record for r in read_file(news, report=ReplayReport()) if isinstance(r.record, NewsItem)]
+    items = real_items([news])
     settings = BtcpulseSettings()
     client = connect(settings)
     producer = create_producer(client, Topics.from_settings(settings).news_raw)
@@ -93,16 +85,7 @@ def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[s
         time.sleep(2)
         for i in range(n):
             source = items[(i * 97) % len(items)]
-            now = datetime.now(UTC)
-            item = NewsItem.create(
-                source=source.source,
-                # a query parameter, not a fragment: canonical URLs drop fragments (same id)
-                url=f"{source.url}{'&' if '?' in source.url else '?'}latency={run}-{i}",
-                title=source.title,
-                summary=source.summary,
-                published_at=now,
-                fetched_at=now,
-            )
+            item = fresh_copy(source, f"latency-{run}-{i}")
             before = _shown(page)
             t0 = time.monotonic()
             producer.send(item)
@@ -127,6 +110,61 @@ def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[s
         browser.close()
     producer.close()
     client.close()
+    return out
+
+
+# The span (ms) of the widest datetime x range in the page's Bokeh documents (the time axis).
+X_SPAN_JS = """() => {
+  let span = 0;
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const name = m.type ?? m.constructor.__name__;
+      if (name === "Range1d" && typeof m.start === "number" && m.start > 1e12) {
+        span = Math.max(span, m.end - m.start);
+      }
+    }
+  }
+  return span;
+}"""
+
+
+def history_paint(url: str, lo: datetime, hi: datetime, repeats: int = 5) -> dict[str, list[float]]:
+    """Seconds, per fresh tab: ``open`` (navigation -> every chart drawn, live view) and
+    ``history`` (a ``lo``-``hi`` range typed into the History picker -> the status line names
+    it and the time axis spans it, i.e. every series of the range is read and drawn)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("dashboard_latency: Debian's chromium is not installed")
+    span_ms = (hi - lo).total_seconds() * 1000
+    out: dict[str, list[float]] = {"open": [], "history": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        for _ in range(repeats):
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            t0 = time.monotonic()
+            page.goto(url + "/dashboard")
+            page.locator(".bk-Figure").nth(5).wait_for(timeout=120_000)
+            _shown(page)
+            out["open"].append(time.monotonic() - t0)
+            page.get_by_role("button", name="History", exact=True).click()
+            picker = page.locator("input.flatpickr-input:visible, input.bk-input.form-control:visible").last
+            picker.wait_for(timeout=30_000)
+            picker.fill(f"{lo:%Y-%m-%d %H:%M:%S} to {hi:%Y-%m-%d %H:%M:%S}")
+            shown = f"history {lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC"
+            t1 = time.monotonic()
+            picker.press("Enter")
+            while time.monotonic() - t1 < 120:
+                text = page.locator("text=/articles ·/").first.inner_text(timeout=30_000)
+                if shown in text and abs(page.evaluate(X_SPAN_JS) - span_ms) <= 0.05 * span_ms:
+                    break
+                time.sleep(0.02)
+            else:
+                raise SystemExit(f"the {lo} - {hi} history view was not drawn within 120 s")
+            out["history"].append(time.monotonic() - t1)
+            page.close()
+        browser.close()
     return out
 
 

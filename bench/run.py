@@ -538,16 +538,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 README_START, README_END = "<!-- bench-table -->", "<!-- /bench-table -->"
 
 
-def update_readme(readme: Path, markdown: str) -> bool:
-    """Put ``markdown`` between the README's bench-table markers (the latest full run)."""
+def update_readme(readme: Path, markdown: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:
+    """Put ``markdown`` between the README's ``markers`` (by default the bench-table's: the
+    latest full run)."""
+    start, end = markers
     if not readme.exists():
         return False
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text:
+    if start not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1] if README_END in rest else "\n"
-    readme.write_text(f"{head}{README_START}\n{markdown.strip()}\n{README_END}{tail}", encoding="utf-8")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1] if end in rest else "\n"
+    readme.write_text(f"{head}{start}\n{markdown.strip()}\n{end}{tail}", encoding="utf-8")
     return True
 
 

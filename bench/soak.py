@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,21 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.stack import btcpulse, fresh_copy, processes, real_items, stack_env
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-SOURCES = (
-    DATA / "crypto_news_2021_2022" / "cryptonews.csv",
-    DATA / "reddit_r_bitcoin_2021_2022" / "r_bitcoin_selfposts_2021-10-12_2022-07-05.csv",
-)
 PORT_OFFSET = 700
-PORTS = {
-    "BTCPULSE_PULSAR_BROKER_PORT": 6650,
-    "BTCPULSE_PULSAR_WEB_PORT": 8080,
-    "BTCPULSE_PULSAR_BOOKIE_PORT": 3181,
-    "BTCPULSE_RAY_PORT": 6379,
-    "BTCPULSE_RAY_DASHBOARD_PORT": 8265,
-    "BTCPULSE_API_PORT": 8000,
-}
 
 
 def _say(text: str) -> None:
@@ -51,64 +39,17 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def _env(state_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({k: str(v + PORT_OFFSET) for k, v in PORTS.items()})
-    env.update({"BTCPULSE_STATE_DIR": str(state_dir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    return env
-
-
-def _cli(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "cluster.cli", *args], env=env, cwd=REPO, check=True, timeout=900)
-
-
-def _processes(state_dir: Path) -> dict[str, int]:
-    """name -> pid of the stack's processes: Ray's actors by name, Pulsar, Ray's core."""
-    from cluster.local.process import stack_processes
-
-    found: dict[str, int] = {}
-    for pid, cmd in stack_processes(state_dir).items():
-        head = cmd[0].decode(errors="replace")
-        if head.startswith("ray::"):
-            name = head.removeprefix("ray::").split(".")[0].split(" ")[0]
-            if name != "IDLE":
-                found[name] = pid
-        elif b"org.apache.pulsar.PulsarStandaloneStarter" in cmd:
-            found["pulsar"] = pid
-        elif head.endswith(("/gcs_server", "/raylet")):
-            found["ray-" + head.rsplit("/", 1)[1]] = pid
-        elif any(part.endswith(b"dashboard/dashboard.py") for part in cmd):
-            found["ray-dashboard"] = pid
-    return found
-
-
-def _texts() -> list[Any]:
-    from actors.replay import ReplayReport, read_file
-    from cluster.records import NewsItem
-
-    items: list[Any] = []
-    for path in SOURCES:
-        if path.exists():
-            items.extend(
-                r.record for r in read_file(path, report=ReplayReport()) if isinstance(r.record, NewsItem)
-            )
-    if not items:
-        raise SystemExit(f"soak: no news files under {DATA}")
-    return items
-
-
 def soak(minutes: float, rate: float, every: float, out_dir: Path) -> dict[str, Any]:
     from cluster.pulsar_admin import subscription_backlog
-    from cluster.records import NewsItem
     from cluster.settings import BtcpulseSettings
     from cluster.topics import Topics, connect, create_producer
 
     state_dir = Path(tempfile.mkdtemp(prefix="btcp-soak-"))
-    env = _env(state_dir)
+    env = stack_env(PORT_OFFSET, state_dir)
     os.environ.update(env)
-    items = _texts()
+    items = real_items()
     _say(f"soak: {minutes:g} min at {rate:g} articles/s over {len(items):,} real texts; state {state_dir}")
-    _cli(env, "up", "--no-live")
+    btcpulse(["up", "--no-live"], env)
     settings = BtcpulseSettings()
     topics = Topics.from_settings(settings)
     client = connect(settings)
@@ -122,19 +63,8 @@ def soak(minutes: float, rate: float, every: float, out_dir: Path) -> dict[str, 
         while (now := time.monotonic()) - t0 < minutes * 60:
             due = int((now - t0) * rate)
             while published < due:
-                src = items[published % len(items)]
-                stamp = datetime.now(UTC)
-                producer.send_async(
-                    NewsItem.create(
-                        source=src.source,
-                        url=f"{src.url}{'&' if '?' in src.url else '?'}soak={run}-{published}",
-                        title=src.title,
-                        summary=src.summary,
-                        published_at=stamp,
-                        fetched_at=stamp,
-                    ),
-                    None,
-                )
+                item = fresh_copy(items[published % len(items)], f"soak-{run}-{published}")
+                producer.send_async(item, None, partition_key=item.id)
                 published += 1
             if now >= next_sample:
                 samples.append(
@@ -157,7 +87,7 @@ def soak(minutes: float, rate: float, every: float, out_dir: Path) -> dict[str, 
     finally:
         producer.close()
         client.close()
-        _cli(env, "down")
+        btcpulse(["down"], env)
     return _report(samples, minutes, rate, out_dir)
 
 
@@ -174,7 +104,7 @@ def _sample(
         stored = -1
     raw = backlog(settings, topics.news_raw.name, "analysis")
     scored = backlog(settings, topics.news_scored.name, "aggregator")
-    memory = {name: round(rss_mb(pid) or 0) for name, pid in sorted(_processes(state_dir).items())}
+    memory = {name: round(rss_mb(pid) or 0) for name, pid in sorted(processes(state_dir).items())}
     row = {
         "t_s": round(elapsed),
         "published": published,

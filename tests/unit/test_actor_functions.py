@@ -338,3 +338,16 @@ def test_model_env_lets_openmp_threads_sleep_unless_told_otherwise(monkeypatch: 
     assert model_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert model_env() == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_lower_priority_applies_to_the_calling_thread_only() -> None:
+    from actors.topics import lower_priority
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.append(lower_priority(min(19, before + 2))))
+    worker.start()
+    worker.join()
+    assert seen == [min(19, before + 2)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # this thread, the process: unchanged
+    assert lower_priority(before - 1 if before > -20 else before) == before  # never raised
