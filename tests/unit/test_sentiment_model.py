@@ -329,7 +329,7 @@ def test_shipped_cv_report_beats_vader_on_every_fold() -> None:
 
 def test_onnx_backends_of_the_shipped_model_agree_with_torch() -> None:
     """fp32 ONNX gives torch's probabilities; int8 keeps the labels and the accuracy on the
-    CryptoLin dev file (measured: 0.963 of the labels agree, accuracy 0.971 vs 0.973)."""
+    CryptoLin dev file (measured: 0.992 of the labels agree, accuracy 0.971 vs 0.973)."""
     from models.evaluate import compare_backends
 
     texts = ["Bitcoin surges to a record high as ETF inflows soar", "Exchange hacked, funds stolen"]
