@@ -239,6 +239,7 @@ class AggregatorConsumer:
         self._stats["articles"] += len(articles)
         self._stats["prices"] += len(ticks)
         self._stats["duplicates"] += len(articles) + len(ticks) - new_count
+        self._stats["batches"] += 1
         self._last_batch_at = time.time()
 
     # -- queries (serve layer) -----------------------------------------------------------

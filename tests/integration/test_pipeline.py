@@ -157,3 +157,9 @@ def test_pipeline_health(stack, replayed) -> None:
     assert set(drained) == {"analysis", "aggregator"}
     assert drained["analysis"]["actors"] == 1 and drained["analysis"]["processed"] >= N_NEWS
     assert drained["analysis"]["last_batch_at"] is not None
+    for stage in drained.values():
+        assert 1 <= stage["batches"] <= stage["processed"], stage
+    # where the analysis time went: the models most of it, every phase counted
+    spent = drained["analysis"]["seconds"]
+    assert set(spent) == {"models", "topics", "store", "publish", "ack"}, spent
+    assert spent["models"] > 0 and all(v >= 0 for v in spent.values()), spent
