@@ -70,6 +70,23 @@ def model_env() -> dict[str, str]:
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
+def analyzer_for(settings: BtcpulseSettings) -> Any:
+    """The analysis models (:class:`models.pipeline.Analyzer`) as the settings configure them:
+    what every analysis actor runs, and what the benchmarks time as its ceiling."""
+    from models.pipeline import Analyzer
+
+    return Analyzer(
+        embedding_model=settings.embedding_model,
+        device=settings.device,
+        backend=settings.embed_backend,
+        sentiment_model=settings.sentiment_model,
+        sentiment_backend=settings.sentiment_backend,
+        category_threshold=settings.category_threshold,
+        batch_size=settings.embed_batch_size,
+        max_tokens=settings.batch_max_tokens,
+    )
+
+
 def model_threads(settings: BtcpulseSettings, cpus: int | None = None) -> int:
     """CPU threads for one analysis actor's models.
 
@@ -166,7 +183,6 @@ class AnalysisConsumer:
 
     def __init__(self, settings: BtcpulseSettings, store: Any, topic_model: Any) -> None:
         from models.device import torch_threads
-        from models.pipeline import Analyzer
 
         self._settings = settings
         self._store = store
@@ -177,16 +193,7 @@ class AnalysisConsumer:
         self._last_batch_at = 0.0
         self._stop = threading.Event()
         self._faults = FaultHooks(settings.fault_injection, "analysis")
-        self._analyzer = Analyzer(
-            embedding_model=settings.embedding_model,
-            device=settings.device,
-            backend=settings.embed_backend,
-            sentiment_model=settings.sentiment_model,
-            sentiment_backend=settings.sentiment_backend,
-            category_threshold=settings.category_threshold,
-            batch_size=settings.embed_batch_size,
-            max_tokens=settings.batch_max_tokens,
-        )
+        self._analyzer = analyzer_for(settings)
         if self._analyzer.dim != settings.embedding_dim:
             raise ValueError(
                 f"embedding model has dim {self._analyzer.dim}, settings say {settings.embedding_dim}"

@@ -28,16 +28,21 @@ NAME = "vector-store"
 REBUILD_LIMIT = 200_000
 
 
+def story_tracker(settings: BtcpulseSettings) -> Any:
+    """An empty :class:`models.stories.StoryTracker` with the settings' window and threshold."""
+    from models.stories import StoryTracker
+
+    kwargs: dict[str, Any] = {"window_s": float(settings.story_window_s)}
+    if settings.story_threshold is not None:
+        kwargs["threshold"] = settings.story_threshold
+    return StoryTracker(**kwargs)
+
+
 @ray.remote(num_cpus=0, max_concurrency=8, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class VectorStoreActor:
     def __init__(self, settings: BtcpulseSettings, dim: int) -> None:
-        from models.stories import StoryTracker
-
         self._store = open_vector_store(settings, dim)
-        kwargs: dict[str, Any] = {"window_s": float(settings.story_window_s)}
-        if settings.story_threshold is not None:
-            kwargs["threshold"] = settings.story_threshold
-        self._stories = StoryTracker(**kwargs)
+        self._stories = story_tracker(settings)
         self._write_lock = threading.Lock()  # story assignment and its write, one batch at a time
         self._rebuild_s = self._rebuild(settings.story_window_s)
 

@@ -74,22 +74,6 @@ def load() -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def analyzer_for(settings: Any) -> Any:
-    """The analysis actors' models, as the settings build them."""
-    from models.pipeline import Analyzer
-
-    return Analyzer(
-        embedding_model=settings.embedding_model,
-        device=settings.device,
-        backend=settings.embed_backend,
-        sentiment_model=settings.sentiment_model,
-        sentiment_backend=settings.sentiment_backend,
-        category_threshold=settings.category_threshold,
-        batch_size=settings.embed_batch_size,
-        max_tokens=settings.batch_max_tokens,
-    )
-
-
 def ceiling(
     items: Sequence[Any], warm: Sequence[Any], settings: Any, batches: Sequence[int] = BATCH_SIZES
 ) -> dict[str, Any]:
@@ -101,9 +85,9 @@ def ceiling(
     ``topic_refit_every`` documents, done in line here) and the story tracker. Both start warm:
     the models have run on ``warm`` (the topic model's first fit and its one-off JIT included).
     """
-    from actors.analysis import analyze
+    from actors.analysis import analyze, analyzer_for
+    from actors.vector_store import story_tracker
     from models.device import torch_threads
-    from models.stories import StoryTracker
     from models.topics import OnlineTopicModel
 
     analyzer = analyzer_for(settings)
@@ -117,23 +101,22 @@ def ceiling(
         rates["analyzers"][b] = len(items) / (time.perf_counter() - t0)
         say(f"ceiling, analyzers: batch {b}: {rates['analyzers'][b]:.1f} items/s")
     best = max(rates["analyzers"], key=lambda b: rates["analyzers"][b])
-    for b in (best,):  # the topic model's learning makes every pass different: one, at the best
-        analyzer.batch_size = b
-        topics = OnlineTopicModel(refit_every=settings.topic_refit_every)
-        topics.assign([it.text for it in warm], warmed.vectors, [it.published_ts for it in warm])
-        topics.learn()
-        kwargs = {} if settings.story_threshold is None else {"threshold": settings.story_threshold}
-        stories = StoryTracker(window_s=float(settings.story_window_s), **kwargs)
-        t0 = time.perf_counter()
-        for i in range(0, len(items), b):
-            chunk = list(items[i : i + b])
-            done = analyze(chunk, analyzer)
-            ts = [it.published_ts for it in chunk]
-            topics.assign([it.text for it in chunk], done.vectors, ts)
-            stories.assign([it.id for it in chunk], done.vectors, ts)
-            topics.learn()  # folds a chunk when refit_every documents are buffered, else nothing
-        rates["all models"][b] = len(items) / (time.perf_counter() - t0)
-        say(f"ceiling, all models: batch {b}: {rates['all models'][b]:.1f} items/s")
+    # The topic model's learning makes every pass different: one pass, at the best batch size.
+    analyzer.batch_size = best
+    topics = OnlineTopicModel(refit_every=settings.topic_refit_every)
+    topics.assign([it.text for it in warm], warmed.vectors, [it.published_ts for it in warm])
+    topics.learn()
+    stories = story_tracker(settings)
+    t0 = time.perf_counter()
+    for i in range(0, len(items), best):
+        chunk = list(items[i : i + best])
+        done = analyze(chunk, analyzer)
+        ts = [it.published_ts for it in chunk]
+        topics.assign([it.text for it in chunk], done.vectors, ts)
+        stories.assign([it.id for it in chunk], done.vectors, ts)
+        topics.learn()  # folds a chunk when refit_every documents are buffered, else nothing
+    rates["all models"][best] = len(items) / (time.perf_counter() - t0)
+    say(f"ceiling, all models: batch {best}: {rates['all models'][best]:.1f} items/s")
     return {
         "items": len(items),
         "rates": {k: {str(b): round(r, 2) for b, r in v.items()} for k, v in rates.items()},
@@ -299,7 +282,8 @@ def latency(
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     state = Path(settings.state_dir)
-    cpu0, phases0 = cpu_seconds(state), analysis_seconds(httpx.Client(base_url=api_url, timeout=30))
+    reader = httpx.Client(base_url=api_url, timeout=30)
+    cpu0, phases0 = cpu_seconds(state), analysis_seconds(reader)
     total = max(1, round(rate * seconds))
     t0 = time.monotonic()
     for k in range(total):
@@ -319,7 +303,8 @@ def latency(
         time.sleep(0.1)
     stop.set()
     poller.join(timeout=15)
-    cpu1, phases1 = cpu_seconds(state), analysis_seconds(httpx.Client(base_url=api_url, timeout=30))
+    cpu1, phases1 = cpu_seconds(state), analysis_seconds(reader)
+    reader.close()
     producer.close()
     client.close()
     live = [stream.seen[i] - t for i, t in sent.items() if i in stream.seen]

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.stack import btcpulse, fresh_copy, processes, real_items, stack_env
+from bench.stack import btcpulse, fresh_copy, memory_mib, real_items, stack_env
 
 REPO = Path(__file__).resolve().parents[1]
 PORT_OFFSET = 700
@@ -96,15 +96,13 @@ def _sample(
 ) -> dict:
     import httpx
 
-    from cluster.local.process import rss_mb
-
     try:
         stored = httpx.get(f"{settings.api_url}/healthz", timeout=10).json().get("articles", -1)
     except (httpx.HTTPError, ValueError):
         stored = -1
     raw = backlog(settings, topics.news_raw.name, "analysis")
     scored = backlog(settings, topics.news_scored.name, "aggregator")
-    memory = {name: round(rss_mb(pid) or 0) for name, pid in sorted(processes(state_dir).items())}
+    memory = {name: round(mib) for name, mib in memory_mib(state_dir).items()}
     row = {
         "t_s": round(elapsed),
         "published": published,
