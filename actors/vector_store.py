@@ -83,6 +83,14 @@ class VectorStoreActor:
     def search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[VectorHit]:
         return self._store.search(vector, k, flt)
 
+    def search_many(
+        self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
+    ) -> list[list[VectorHit]]:
+        """Several searches in one call: row ``i`` of ``vectors`` with ``ks[i]`` and ``flts[i]``."""
+        if not len(vectors) == len(ks) == len(flts):
+            raise ValueError(f"{len(vectors)} vectors, {len(ks)} ks and {len(flts)} filters")
+        return [self._store.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         return self._store.latest(limit, flt)
 

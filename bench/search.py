@@ -317,6 +317,31 @@ def embed_queries_cached(texts: Sequence[str], *, model: str = "", backend: str 
     return out
 
 
+def query_embedding_cost(
+    texts: Sequence[str],
+    backends: Sequence[str] = ("torch", "onnx", "onnx-int8"),
+    per_pass: Sequence[int] = (1, 8),
+) -> list[dict[str, Any]]:
+    """Milliseconds per query to embed ``texts`` in this process on one thread, per backend
+    and texts per pass: what the Serve replica's query embedder costs each search."""
+    from models.device import torch_threads
+    from models.embedder import Embedder
+
+    torch_threads(1)
+    rows: list[dict[str, Any]] = []
+    for backend in backends:
+        embedder = Embedder(device="cpu", backend=backend, intra_op_num_threads=1)
+        embedder.encode(list(texts[:16]), batch_size=8)  # warm-up
+        for n in per_pass:
+            t0 = time.perf_counter()
+            for i in range(0, len(texts), n):
+                embedder.encode(list(texts[i : i + n]), batch_size=n)
+            ms = 1000 * (time.perf_counter() - t0) / len(texts)
+            rows.append({"backend": backend, "per_pass": n, "ms_per_query": round(ms, 2)})
+            say(f"query embedding: {json.dumps(rows[-1])}")
+    return rows
+
+
 def analyses_cached(
     texts: Sequence[str], vectors: np.ndarray, *, key: str, log: Any = say
 ) -> dict[str, list[Any]]:
@@ -569,13 +594,17 @@ def btcpulse(args: list[str], env: dict[str, str], timeout_s: float = 600) -> No
 
 
 def http_run(
-    api: str, params: Sequence[dict[str, Any]], clients: int, requests: int
+    api: str, params: Sequence[dict[str, Any]], clients: int, requests: int, state_dir: Path | None = None
 ) -> tuple[dict[str, Any], list[list[str]]]:
     """``requests`` searches over ``clients`` keep-alive connections (closed loop, each
-    client taking the next query in turn); the summary and, per query index, the ids returned."""
+    client taking the next query in turn); the summary and, per query index, the ids returned.
+    With ``state_dir``, the summary also says how many CPU milliseconds each of the stack's
+    processes (and this client) spent per request."""
     import threading
 
     import httpx
+
+    from bench.stack import cpu_seconds
 
     latencies: list[float] = []
     results: dict[int, list[str]] = {}
@@ -602,6 +631,7 @@ def http_run(
                     results.setdefault(i % len(params), [h["id"] for h in r.json()["results"]])
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
+    cpu0, own0 = (cpu_seconds(state_dir) if state_dir else {}), os.times()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -609,6 +639,13 @@ def http_run(
         t.join()
     wall = time.perf_counter() - t0
     summary = summarize(latencies, wall, clients)
+    if state_dir:
+        cpu1, own1 = cpu_seconds(state_dir), os.times()
+        spent = {k: cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0}
+        spent["client (this benchmark)"] = own1.user + own1.system - own0.user - own0.system
+        summary["cpu_ms_per_request"] = {
+            k: round(1000 * v / requests, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0
+        }
     summary["errors"] = len(errors)
     if errors:
         summary["first_error"] = errors[0]
@@ -743,7 +780,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"best in-process: {best['variant']} hnsw_ef={best['hnsw_ef']}")
     serve_name = (best["variant"] if best else "none") if args.serve == "best" else args.serve
 
-    # 2. the stack, serving one variant, measured through HTTP
+    # 2. what the query embedding alone costs, per backend (the replica embeds every q=)
+    query_cost = query_embedding_cost(query_texts[:200])
+
+    # 3. the stack, serving one variant, measured through HTTP
     import cluster.vectors as cv
 
     http: dict[str, Any] = {}
@@ -776,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             for fname, params in runs:
                 for clients, n in ((1, args.requests), (8, 2 * args.requests)):
-                    summary, got = http_run(api, params, clients, n)
+                    summary, got = http_run(api, params, clients, n, args.state_dir)
                     if fname in truth:
                         summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
                     http[f"{fname}/{clients}"] = summary
@@ -791,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         shutil.rmtree(scratch, ignore_errors=True)
 
-    # 3. report
+    # 4. report
     rows_md: list[tuple[str, str, str, str]] = []
     for key, label in (
         ("none", "no filter"),
@@ -841,6 +881,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "yes" if r["recall@10"] >= 0.95 else "no",
                 )
             )
+    for row in query_cost:
+        rows_md.append(
+            (
+                f"query embedding alone, {row['backend']}, {row['per_pass']} per pass, 1 thread",
+                f"{row['ms_per_query']} ms per query",
+                "-",
+                "-",
+            )
+        )
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     result = {
         "date": started.date().isoformat(),
@@ -854,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep": sweep,
         "served": served,
         "http": http,
+        "query_embedding": query_cost,
         "load_before": load_before,
         "load_after": load_after,
         "cpus": os.cpu_count(),

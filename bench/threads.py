@@ -4,6 +4,8 @@ Each configuration runs in a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` onc
 loads it) and times :func:`actors.analysis.analyze` over 128 real headline + summary texts at
 batch sizes 1, 4, 8 and 16, after a warm-up:
 
+* ``backend``: ``torch``, ``onnx`` (fp32 ONNX Runtime: the same vectors and labels) or
+  ``onnx-int8``, for the embedder and the sentiment encoder alike;
 * ``threads``: 1 (what Ray gives an actor with ``num_cpus=1``: ``OMP_NUM_THREADS=1``) or 2;
 * ``omp``: libgomp's threads spin between parallel regions (``ACTIVE``, its default) or sleep
   (``PASSIVE``, what the pool gives its actors);
@@ -35,6 +37,7 @@ CONFIGS: tuple[tuple[str, int, str, bool, bool], ...] = (
     ("torch", 2, "PASSIVE", False, False),
     ("torch", 2, "ACTIVE", False, True),
     ("torch", 2, "PASSIVE", False, True),
+    ("onnx", 2, "PASSIVE", False, False),
     ("onnx-int8", 2, "PASSIVE", True, False),
     ("onnx-int8", 2, "PASSIVE", False, False),
 )
@@ -81,6 +84,7 @@ def child(backend: str, threads: int, ort_spin: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "THREADS", "ORT_SPIN"))
+    parser.add_argument("--backend", action="append", help="only these backends (repeat); default all")
     args = parser.parse_args(argv)
     if args.child:
         backend, threads, spin = args.child
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
     rows = []
     for backend, threads, omp, spin, busy in CONFIGS:
+        if args.backend and backend not in args.backend:
+            continue
         env = {**os.environ, "OMP_WAIT_POLICY": omp, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
         neighbour = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
         try:

@@ -119,6 +119,10 @@ class BtcpulseSettings(BaseSettings):
     batch_max_tokens: int = 8192
     # Embedding backend: "torch", "onnx" (ONNX Runtime fp32) or "onnx-int8" (CPU, quantized).
     embed_backend: str = "torch"
+    # The Serve replica's query embedder (torch, onnx or onnx-int8); unset: onnx (fp32: the
+    # torch model's vectors, to 1e-4 cosine, in half the time per query on the CPU) where
+    # embed_backend is torch and the replica has no GPU, else embed_backend.
+    query_backend: str | None = None
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
     # The analysis pool: at least analysis_actors actors, at most analysis_max_actors (unset:
@@ -215,7 +219,7 @@ class BtcpulseSettings(BaseSettings):
                 raise ValueError(f"an origin is scheme://host[:port], no '*' or path: {origin!r}")
         return v
 
-    @field_validator("embed_backend", "sentiment_backend")
+    @field_validator("embed_backend", "sentiment_backend", "query_backend")
     @classmethod
     def _backend(cls, v: str | None) -> str | None:
         if v is not None and v not in ("torch", "onnx", "onnx-int8"):

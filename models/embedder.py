@@ -482,6 +482,13 @@ class Embedder:
         return self._backend
 
     @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's vector is the same (to float rounding) in any batch. Not for
+        ``onnx-int8``: its activations are quantised with one scale per pass, so a text's
+        vector depends on the texts it is embedded with."""
+        return self._backend != "onnx-int8"
+
+    @property
     def tokenizer(self) -> Any:
         """The model's own (fast) Hugging Face tokenizer, e.g. for :func:`models.batching.token_lengths`."""
         return self._tokenizer

@@ -1,7 +1,8 @@
 """The read side, shared by the API routes and the dashboard sessions of one replica.
 
 It never writes: vectors and payloads come from the vector-store actor, windows from the
-aggregator actor, and query embeddings from a model loaded once in this process.
+aggregator actor, and query embeddings from a model loaded once in this process. Text searches
+that arrive together are embedded and searched together (:class:`QueryBatcher`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import ray
 
 from actors.pool import POOL
@@ -29,11 +33,124 @@ TOPIC_MODEL = "topic-model"
 COLLECTORS = ("news-collector", "price-collector")
 
 
+def query_backend(settings: BtcpulseSettings) -> str:
+    """The backend of the replica's query embedder: ``query_backend`` when set; else ``onnx``
+    (fp32) where the stored vectors come from torch and the replica runs on the CPU (the
+    same vectors to 1e-4 cosine; one headline 6.7 ms vs 14.6 ms on one thread, bench/NOTES.md);
+    else ``embed_backend``, so that queries are embedded as the stored texts were."""
+    if settings.query_backend is not None:
+        return settings.query_backend
+    if settings.embed_backend == "torch":
+        from models.device import pick_device
+
+        if pick_device(settings.device) == "cpu":
+            return "onnx"
+    return settings.embed_backend
+
+
 def epoch(t: datetime | None) -> float | None:
     """Seconds since the epoch; a time without zone is taken as UTC."""
     if t is None:
         return None
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+#: Most text queries embedded and searched together (see :class:`QueryBatcher`).
+QUERY_BATCH_MAX = 32
+
+
+@dataclass(slots=True)
+class _Query:
+    text: str
+    k: int
+    flt: SearchFilter
+    future: asyncio.Future[list[VectorHit]]
+
+
+class QueryBatcher:
+    """Text searches that arrive together are served together.
+
+    One worker per replica takes the oldest waiting query and every other one already waiting
+    (at most ``max_batch``; it never waits for more, so a lone query pays nothing extra),
+    embeds them in one thread hop and sends them to the vector store in one actor call. Under
+    concurrent load the queue fills while a batch is served, so the per-request costs (the
+    thread hop, the actor call on both sides, the model's own per-pass overhead) are paid once
+    per batch. The store searches one batch while the next is embedded.
+
+    ``embed_many(texts)`` must give each text the vector it would get alone: the caller embeds
+    one text per pass where a backend's vectors depend on their batch (``onnx-int8``). A batch
+    that fails fails each of its queries with the same error; the worker goes on.
+    """
+
+    def __init__(
+        self,
+        embed_many: Callable[[list[str]], np.ndarray],
+        search_many: Callable[[np.ndarray, list[int], list[SearchFilter]], Awaitable[list[list[VectorHit]]]],
+        max_batch: int = QUERY_BATCH_MAX,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._embed_many = embed_many
+        self._search_many = search_many
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Query] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._searches: set[asyncio.Task[None]] = set()
+        #: batches served and queries in them (the mean batch size is their ratio)
+        self.batches = 0
+        self.queries = 0
+
+    async def search(self, text: str, k: int, flt: SearchFilter) -> list[VectorHit]:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue))
+        elif loop is not self._loop:
+            # The queue and its worker belong to another event loop: serve this one alone.
+            vectors = await asyncio.to_thread(self._embed_many, [text])
+            return (await self._search_many(vectors, [k], [flt]))[0]
+        assert self._queue is not None
+        future: asyncio.Future[list[VectorHit]] = loop.create_future()
+        self._queue.put_nowait(_Query(text, k, flt, future))
+        return await future
+
+    async def _run(self, queue: asyncio.Queue[_Query]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [q for q in batch if not q.future.done()]  # a caller that went away
+            if not batch:
+                continue
+            self.batches += 1
+            self.queries += len(batch)
+            try:
+                vectors = await asyncio.to_thread(self._embed_many, [q.text for q in batch])
+            except Exception as exc:
+                _fail(batch, exc)
+                continue
+            task = asyncio.get_running_loop().create_task(self._serve(batch, vectors))
+            self._searches.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._searches.discard)
+
+    async def _serve(self, batch: list[_Query], vectors: np.ndarray) -> None:
+        try:
+            found = await self._search_many(vectors, [q.k for q in batch], [q.flt for q in batch])
+            if len(found) != len(batch):
+                raise RuntimeError(f"the store answered {len(found)} of {len(batch)} searches")
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        for q, hits in zip(batch, found, strict=True):
+            if not q.future.done():
+                q.future.set_result(hits)
+
+
+def _fail(batch: list[_Query], exc: BaseException) -> None:
+    for q in batch:
+        if not q.future.done():
+            q.future.set_exception(exc)
 
 
 class ReadService:
@@ -46,7 +163,7 @@ class ReadService:
         self.settings = settings
         self._live: LiveFeed | None = None
         self._embedder: Any = None
-        self._embed_lock = asyncio.Lock()
+        self._queries = QueryBatcher(self._embed_many, self._search_many)
         if load_model:
             self._embedder = self._load_embedder()
 
@@ -57,7 +174,7 @@ class ReadService:
         # One thread: a query is one short sentence; the analysis actor owns the cores.
         torch_threads(1)
         s = self.settings
-        return Embedder(s.embedding_model, device=s.device, backend=s.embed_backend)
+        return Embedder(s.embedding_model, device=s.device, backend=query_backend(s))
 
     @staticmethod
     def _connected() -> None:
@@ -86,16 +203,24 @@ class ReadService:
             self._live = LiveFeed(self.settings, asyncio.get_running_loop())
         return self._live
 
-    async def embed(self, text: str) -> Any:
-        async with self._embed_lock:
-            if self._embedder is None:
-                self._embedder = await asyncio.to_thread(self._load_embedder)
-            return (await asyncio.to_thread(self._embedder.encode, [text]))[0]
+    def _embed_many(self, texts: list[str]) -> np.ndarray:
+        """Query vectors, each as it would be alone (runs in a thread, one batch at a time)."""
+        if self._embedder is None:
+            self._embedder = self._load_embedder()
+        # onnx-int8 quantises each pass's activations with one scale: embed one text per pass
+        # so that a query's vector does not depend on the others it arrived with.
+        per_pass = len(texts) if self._embedder.batch_invariant else 1
+        vectors: np.ndarray = self._embedder.encode(texts, batch_size=per_pass)
+        return vectors
+
+    async def _search_many(
+        self, vectors: np.ndarray, ks: list[int], flts: list[SearchFilter]
+    ) -> list[list[VectorHit]]:
+        found: list[list[VectorHit]] = await self._store.search_many.remote(vectors, ks, flts)
+        return found
 
     async def search(self, query: str, k: int, flt: SearchFilter) -> list[VectorHit]:
-        vector = await self.embed(query)
-        hits: list[VectorHit] = await self._store.search.remote(vector, k, flt)
-        return hits
+        return await self._queries.search(query, k, flt)
 
     async def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await self._store.latest.remote(limit, flt)

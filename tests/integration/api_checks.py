@@ -131,6 +131,56 @@ def check_topical_query_finds_topical_articles(stack: Any) -> None:
         assert len(topical) >= 6, [r["title"] for r in results]
 
 
+def check_concurrent_searches_match_lone_ones(stack: Any) -> None:
+    """Searches sent together (the replica embeds and searches them in batches) each get the
+    hits they get alone: no answer goes to the wrong caller, k and filters stay their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    queries = [
+        {"q": q, "k": k, **({"start": "2022-01-01T00:00:00Z"} if i % 3 == 0 else {})}
+        for i, (q, k) in enumerate(
+            [
+                ("bitcoin price falls", 5),
+                ("NFT marketplace", 7),
+                ("Ethereum network upgrade", 3),
+                ("exchange hacked, funds stolen", 10),
+                ("regulators ban crypto mining", 4),
+                ("El Salvador legal tender", 6),
+                ("stablecoin reserves audit", 8),
+                ("bitcoin ETF approval", 2),
+                ("DeFi protocol exploit", 9),
+                ("miners sell their coins", 5),
+                ("central bank digital currency", 3),
+                ("whales accumulate bitcoin", 6),
+            ]
+        )
+    ]
+
+    def hits(client: httpx.Client, params: dict[str, Any]) -> list[tuple[str, float]]:
+        r = client.get("/api/search", params=params)
+        assert r.status_code == 200, r.text
+        return [(h["id"], h["score"]) for h in r.json()["results"]]
+
+    with httpx.Client(base_url=stack.api, timeout=60) as client:
+        alone = [hits(client, p) for p in queries]
+    with ThreadPoolExecutor(16) as pool:
+
+        def one(i: int) -> list[tuple[str, float]]:
+            with httpx.Client(base_url=stack.api, timeout=60) as client:
+                return hits(client, queries[i % len(queries)])
+
+        together = list(pool.map(one, range(4 * len(queries))))
+    for i, got in enumerate(together):
+        want, params = alone[i % len(queries)], queries[i % len(queries)]
+        assert len(got) == len(want) <= params["k"]
+        assert "start" in params or len(want) == params["k"]
+        assert {a for a, _ in got} == {a for a, _ in want}, params
+        for (_, s1), (_, s2) in zip(sorted(got), sorted(want), strict=True):
+            assert abs(s1 - s2) < 1e-4
+
+
 def check_search_filters_by_time_and_source(stack: Any, n: int) -> None:
     rows = latest(stack, n)
     mid = sorted(a["published_at"] for a in rows)[n // 2]

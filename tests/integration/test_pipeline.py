@@ -32,6 +32,10 @@ def test_topical_query_finds_topical_articles(stack, replayed) -> None:
     checks.check_topical_query_finds_topical_articles(stack)
 
 
+def test_concurrent_searches_match_lone_ones(stack, replayed) -> None:
+    checks.check_concurrent_searches_match_lone_ones(stack)
+
+
 def test_search_filters_by_time_and_source(stack, replayed) -> None:
     checks.check_search_filters_by_time_and_source(stack, N_NEWS)
 
