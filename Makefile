@@ -99,7 +99,7 @@ audit: install
 	  --vulnerability-service $(AUDIT_SERVICE) --progress-spinner off
 
 ## bench: the models' table (bench.run); the whole system against its models, latency, dashboard
-## and memory, with the default models and with onnx-int8 (bench.pipeline, a stack of its own,
+## and memory, with the defaults (int8 on the CPU) and with torch (bench.pipeline, a stack of its own,
 ## ~10 min each); search at 100k real texts through the API (bench.search; the first run embeds
 ## the texts, ~20 min on 2 cores, then cached under $(CACHE)/bench); then the goals table in the
 ## README (bench.report). BENCH_SEARCH=0 skips the search part.
@@ -107,7 +107,7 @@ BENCH_SEARCH ?= 1
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.pipeline --label onnx-int8 --env BTCPULSE_EMBED_BACKEND=onnx-int8
+	$(BIN)/python -m bench.pipeline --label torch --env BTCPULSE_EMBED_BACKEND=torch
 	@if [ "$(BENCH_SEARCH)" != 0 ]; then $(BIN)/python -m bench.search; fi
 	$(BIN)/python -m bench.report
 

@@ -1,7 +1,8 @@
 """The performance goals and what the latest ``make bench`` measured: ``python -m bench.report``.
 
-Reads the newest ``bench/results/pipeline-<date>.json`` and ``pipeline-<date>-onnx-int8.json``
-(``bench.pipeline`` with the default models, and with ``BTCPULSE_EMBED_BACKEND=onnx-int8``) and the newest
+Reads the newest ``bench/results/pipeline-<date>.json`` and ``pipeline-<date>-torch.json``
+(``bench.pipeline`` with the defaults, int8 ONNX Runtime on the CPU, and with
+``BTCPULSE_EMBED_BACKEND=torch``) and the newest
 ``search-<date>[-tag].json`` (``bench.search``), and writes one table, each figure against its
 goal, to stdout and into the README between ``<!-- goals-table -->`` and ``<!-- /goals-table -->``.
 Only results of the same date as the newest pipeline result are used, so the table is one run.
@@ -20,8 +21,8 @@ from bench.run import update_readme
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 MARKERS = ("<!-- goals-table -->", "<!-- /goals-table -->")
-#: The pipeline runs of ``make bench``: the defaults, then the int8 CPU path (``--label``).
-LABELS = ("", "onnx-int8")
+#: The pipeline runs of ``make bench``: the defaults, then the models on torch (``--label``).
+LABELS = ("", "torch")
 
 
 def newest(pattern: str, results: Path) -> list[Path]:

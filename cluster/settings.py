@@ -117,11 +117,12 @@ class BtcpulseSettings(BaseSettings):
     batch_max_wait_ms: int = 20
     # Padded tokens per forward pass (items x longest item); bounds a batch of long texts.
     batch_max_tokens: int = 8192
-    # Embedding backend: "torch", "onnx" (ONNX Runtime fp32) or "onnx-int8" (CPU, quantized).
-    embed_backend: str = "torch"
-    # The Serve replica's query embedder (torch, onnx or onnx-int8); unset: onnx (fp32: the
-    # torch model's vectors, to 1e-4 cosine, in half the time per query on the CPU) where
-    # embed_backend is torch and the replica has no GPU, else embed_backend.
+    # Embedding backend: "torch", "onnx" (ONNX Runtime fp32), "onnx-int8" (CPU, quantized) or
+    # "auto": onnx-int8 on the CPU, torch on CUDA (models.device.resolve_backend).
+    embed_backend: str = "auto"
+    # The Serve replica's query embedder (torch, onnx or onnx-int8); unset: as the stored texts
+    # were embedded, except onnx (fp32: the torch model's vectors, to 1e-4 cosine, in half the
+    # time per query) for torch on a CPU-only replica (serve.read.query_backend).
     query_backend: str | None = None
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
@@ -151,7 +152,7 @@ class BtcpulseSettings(BaseSettings):
     # "" = the sentiment model the project ships (models/artifacts); "lexicon" = VADER + crypto
     # lexicon; otherwise a Hugging Face sequence-classification model id or local path.
     sentiment_model: str = ""
-    # The shipped sentiment model's encoder: torch, onnx or onnx-int8; unset: as embed_backend.
+    # The shipped sentiment model's encoder: torch, onnx, onnx-int8 or auto; unset: as embed_backend.
     sentiment_backend: str | None = None
     category_threshold: float | None = None  # None: the categorizer's calibrated default
     story_threshold: float | None = None  # cosine; None: the tracker's calibrated default
@@ -222,8 +223,8 @@ class BtcpulseSettings(BaseSettings):
     @field_validator("embed_backend", "sentiment_backend", "query_backend")
     @classmethod
     def _backend(cls, v: str | None) -> str | None:
-        if v is not None and v not in ("torch", "onnx", "onnx-int8"):
-            raise ValueError("must be one of torch, onnx, onnx-int8")
+        if v is not None and v not in ("auto", "torch", "onnx", "onnx-int8"):
+            raise ValueError("must be one of auto, torch, onnx, onnx-int8")
         return v
 
     @field_validator("serve_proxy_location")

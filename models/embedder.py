@@ -37,13 +37,12 @@ import numpy as np
 import torch
 
 from models.batching import plan_batches
-from models.device import pick_device
+from models.device import BACKENDS, pick_device, resolve_backend
 
 #: Name reported for the packaged default model.
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 #: Accepted values of ``Embedder(backend=...)``.
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 #: What the ONNX export does; part of the cache key, so changing any of it re-exports.
 ONNX_EXPORT_SETTINGS: dict[str, Any] = {
@@ -293,7 +292,8 @@ class Embedder:
             and the first paragraph of a post, and bounds the cost of a pathological input.
         half: Run in float16 (torch backend only). ``None`` means "on CUDA yes, on CPU no".
             ``True`` on CPU, or with an ONNX backend, is refused.
-        backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` (see the module docstring).
+        backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` (see the module docstring), or
+            ``"auto"`` (:func:`models.device.resolve_backend`: int8 on the CPU, torch on CUDA).
         intra_op_num_threads: CPU threads for ONNX Runtime's operators; ``None`` uses
             ``torch.get_num_threads()`` so both backends use the same share of the machine.
             Ignored by the torch backend (set torch's own with :func:`models.device.torch_threads`).
@@ -315,8 +315,9 @@ class Embedder:
         backend: str = "torch",
         intra_op_num_threads: int | None = None,
     ) -> None:
-        if backend not in BACKENDS:
+        if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        backend = resolve_backend(backend, device)
         self._backend = backend
         if max_seq_length < 1:
             raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")

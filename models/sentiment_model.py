@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.device import pick_device
+from models.device import pick_device, resolve_backend
 from models.embedder import ModelLoadError
 from models.sentiment import LABELS, LexiconSentiment
 
@@ -471,7 +471,8 @@ class TransformerSentiment:
             every class. Without it the names are mapped by :func:`infer_label_map`.
         backend: ``"torch"``, or ``"onnx"`` / ``"onnx-int8"`` to run the encoder of a shipped-kind
             model (an artifact) through ONNX Runtime (fp32, or int8 weights: about half the CPU),
-            as :class:`models.embedder.Embedder` does; the export is cached.
+            as :class:`models.embedder.Embedder` does; the export is cached. ``"auto"``: as
+            :func:`models.device.resolve_backend` for an artifact, torch for a checkpoint.
         neutral_margin: Only for a 2-class (negative/positive) checkpoint: label a text neutral
             when ``|P(pos) - P(neg)| < neutral_margin``. The default ``0`` never emits neutral.
 
@@ -491,10 +492,12 @@ class TransformerSentiment:
         neutral_margin: float = 0.0,
         backend: str = "torch",
     ) -> None:
-        from models.embedder import BACKENDS
+        from models.device import BACKENDS
 
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown sentiment backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(
+                f"unknown sentiment backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_length < 8:
@@ -522,10 +525,13 @@ class TransformerSentiment:
         if self.half:
             self._model.half()
         self._model.eval()
-        self.backend = backend
+        # "auto" picks ONNX only for the kind of model it can export (a shipped-kind artifact).
+        self.backend = (
+            resolve_backend(backend, device) if backend != "auto" or self._kind == "artifact" else "torch"
+        )
         self._session: Any = None
-        if backend != "torch":
-            self._onnx_encoder(backend)
+        if self.backend != "torch":
+            self._onnx_encoder(self.backend)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -626,6 +632,8 @@ class TransformerSentiment:
         self._session_inputs = {i.name for i in self._session.get_inputs()}
         self._head_w = model.head.weight.detach().float().cpu().numpy().T.copy()
         self._head_b = model.head.bias.detach().float().cpu().numpy().copy()
+        # The session holds the encoder now: drop torch's copy (a few hundred MiB resident).
+        model.encoder = torch.nn.Identity()
 
     def _logits_onnx(self, texts: list[str]) -> np.ndarray:
         enc = self._tokenizer(
@@ -722,7 +730,7 @@ def load_sentiment(
             VADER; anything else: a Hugging Face checkpoint (id or path) or a directory written by
             ``models.train_sentiment``, via :class:`TransformerSentiment`.
         device: Passed to :class:`TransformerSentiment` (the lexicon scorer is CPU-only).
-        backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` for a transformer model's encoder
+        backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"`` or ``"auto"`` for a transformer model's encoder
             (:class:`TransformerSentiment`); the lexicon scorers have none.
 
     Raises:

@@ -34,18 +34,19 @@ COLLECTORS = ("news-collector", "price-collector")
 
 
 def query_backend(settings: BtcpulseSettings) -> str:
-    """The backend of the replica's query embedder: ``query_backend`` when set; else ``onnx``
-    (fp32) where the stored vectors come from torch and the replica runs on the CPU (the
-    same vectors to 1e-4 cosine; one headline 6.7 ms vs 14.6 ms on one thread, bench/NOTES.md);
-    else ``embed_backend``, so that queries are embedded as the stored texts were."""
-    if settings.query_backend is not None:
-        return settings.query_backend
-    if settings.embed_backend == "torch":
-        from models.device import pick_device
+    """The backend of the replica's query embedder: ``query_backend`` when set; else the one
+    the stored texts were embedded with (``embed_backend``, resolved on the replica's device),
+    so that a query's vector is made as theirs were; except ``onnx`` (fp32) for torch on the
+    CPU: the same vectors to 1e-4 cosine, one headline 6.7 ms vs 14.6 ms on one thread
+    (``python -m bench.search``, its query-embedding rows)."""
+    from models.device import pick_device, resolve_backend
 
-        if pick_device(settings.device) == "cpu":
-            return "onnx"
-    return settings.embed_backend
+    if settings.query_backend not in (None, "auto"):
+        return settings.query_backend
+    backend = resolve_backend(settings.embed_backend, settings.device)
+    if backend == "torch" and pick_device(settings.device) == "cpu":
+        return "onnx"
+    return backend
 
 
 def epoch(t: datetime | None) -> float | None:

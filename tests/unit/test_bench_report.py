@@ -32,17 +32,17 @@ def _pipeline(ratio: float, p50: float, p99: float, extra: dict[str, str]) -> di
 def test_goals_table_uses_the_make_bench_runs_of_the_newest_day(tmp_path: Path) -> None:
     (tmp_path / "pipeline-2026-11-30.json").write_text(json.dumps(_pipeline(0.1, 9, 9, {})))
     (tmp_path / "pipeline-2026-12-01.json").write_text(json.dumps(_pipeline(0.9, 0.2, 0.8, {})))
-    int8 = _pipeline(0.7, 0.3, 2.0, {"BTCPULSE_EMBED_BACKEND": "onnx-int8"})
-    (tmp_path / "pipeline-2026-12-01-onnx-int8.json").write_text(json.dumps(int8))
+    on_torch = _pipeline(0.7, 0.3, 2.0, {"BTCPULSE_EMBED_BACKEND": "torch"})
+    (tmp_path / "pipeline-2026-12-01-torch.json").write_text(json.dumps(on_torch))
     (tmp_path / "pipeline-2026-12-01-experiment.json").write_text(json.dumps(_pipeline(0.0, 9, 9, {})))
     md = table(tmp_path)
     assert "on 2026-12-01" in md
     assert "= **0.90**" in md and "= **0.70**" in md and "0.10" not in md and "= **0.00**" not in md
     rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
     assert rows["| ceiling vs pipeline (defaults)"].endswith("| yes |")
-    assert rows["| ceiling vs pipeline (embed_backend=onnx-int8)"].endswith("| **no** |")
+    assert rows["| ceiling vs pipeline (embed_backend=torch)"].endswith("| **no** |")
     assert rows["| publish -> live stream at 20/s (defaults): p50 / p95 / p99"].endswith("| yes |")
-    assert rows["| publish -> live stream at 20/s (embed_backend=onnx-int8): p50 / p95 / p99"].endswith(
+    assert rows["| publish -> live stream at 20/s (embed_backend=torch): p50 / p95 / p99"].endswith(
         "| **no** |"
     )
     assert "11 / 30 MiB" in md  # memory: the processes summed

@@ -149,6 +149,18 @@ def test_bad_backend_and_options_are_clear_errors() -> None:
     assert BACKENDS == ("torch", "onnx", "onnx-int8")
 
 
+def test_auto_backend_is_int8_on_the_cpu(onnx_cache: Path) -> None:
+    from models.device import resolve_backend
+
+    assert resolve_backend("auto", "cpu") == "onnx-int8"
+    assert resolve_backend("onnx", "cpu") == "onnx"
+    with pytest.raises(ValueError, match="unknown encoder backend"):
+        resolve_backend("tensorrt")
+    emb = Embedder(device="cpu", backend="auto")
+    assert emb.backend == "onnx-int8" and not emb.batch_invariant
+    assert Embedder(device="cpu").batch_invariant  # the library's own default stays torch
+
+
 def test_export_is_cached_by_weights_hash_and_rebuilt_when_damaged(
     onnx_cache: Path, onnx_emb: Embedder, int8_emb: Embedder, headlines: list[str]
 ) -> None:

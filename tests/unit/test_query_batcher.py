@@ -186,6 +186,7 @@ def test_max_batch_must_be_positive() -> None:
 @pytest.mark.parametrize(
     ("embed", "query", "want"),
     [
+        ("auto", None, "onnx-int8"),  # the default, on the CPU
         ("torch", None, "onnx"),  # on the CPU: the same vectors, faster per query
         ("onnx", None, "onnx"),
         ("onnx-int8", None, "onnx-int8"),  # queries embedded as the stored texts were
@@ -199,5 +200,5 @@ def test_query_backend(embed: str, query: str | None, want: str) -> None:
 
 
 def test_query_backend_is_validated() -> None:
-    with pytest.raises(ValueError, match="torch, onnx, onnx-int8"):
+    with pytest.raises(ValueError, match="auto, torch, onnx, onnx-int8"):
         BtcpulseSettings(query_backend="tensorrt")

@@ -345,3 +345,14 @@ def test_onnx_backends_of_the_shipped_model_agree_with_torch() -> None:
     assert int8_row["accuracy"] >= torch_row["accuracy"] - 0.01
     with pytest.raises(ValueError, match="unknown sentiment backend"):
         TransformerSentiment("", device="cpu", backend="tensorrt")
+
+
+def test_auto_backend_is_int8_for_the_shipped_model_on_the_cpu_and_drops_torch_encoder() -> None:
+    import torch
+
+    auto = TransformerSentiment("", device="cpu", backend="auto")
+    assert auto.backend == "onnx-int8"
+    # the session holds the encoder; torch's copy is gone (only the head's weights are left)
+    assert sum(p.numel() for p in auto._model.parameters()) < 10_000
+    assert isinstance(auto._model.encoder, torch.nn.Identity)
+    assert auto.predict(["Exchange hacked, funds stolen"]).labels == ["negative"]
