@@ -5,8 +5,8 @@ CryptoNews 2021-2022 file, read through :func:`actors.replay.read_file`, so each
 what :attr:`cluster.records.NewsItem.text` gives the models):
 
 * ``embedder.encode`` -- :class:`models.embedder.Embedder` alone, for each backend (``torch``,
-  ``onnx`` = ONNX Runtime fp32, ``onnx-int8`` = dynamically quantised int8) at batch sizes 16,
-  32, 64, 128, with each backend's agreement with torch (cosine of its vectors to the torch
+  ``onnx`` = ONNX Runtime fp32, ``onnx-int8`` = dynamically quantised int8, one text per pass)
+  at batch sizes 16, 32, 64, 128, with each backend's agreement with torch (cosine of its vectors to the torch
   ones at batch 32 on the same texts: mean and min);
 * ``sentiment.score`` -- :class:`models.sentiment.LexiconSentiment` alone, and
   ``sentiment.predict`` -- the shipped sentiment model (MiniLM + LoRA) alone, batch 32;
@@ -321,7 +321,8 @@ def report_sections(result: dict[str, Any]) -> list[Section]:
             align="lrrrrr",
             notes=[
                 "`onnx`: ONNX Runtime fp32; `onnx-int8`: weights int8 per channel, activations quantised "
-                f"per batch (dynamic). Cosine to the torch vectors ({cfg['accuracy_reference']})."
+                "per pass (dynamic), one text per pass whatever the batch size. Cosine to the torch "
+                f"vectors ({cfg['accuracy_reference']})."
             ],
         ),
         Section(

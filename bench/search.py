@@ -296,12 +296,8 @@ def _load() -> str:
 
 
 def embed_queries_cached(texts: Sequence[str], *, model: str = "", backend: str = "onnx-int8") -> np.ndarray:
-    """Query vectors as the API makes them: one text per call, one thread.
-
-    With ``onnx-int8`` a vector depends on its batch (dynamic quantisation scales each batch's
-    activations together, padding included), so queries embedded in batches of 32 differ from
-    the API's enough to cost ~0.1 of recall@10 against them.
-    """
+    """Query vectors as the API makes them: one text per call, one thread (every backend
+    now gives a text the same vector in any batch; ``onnx-int8`` by one pass per text)."""
     key = texts_key(texts, model or "default", backend + "/single")
     path = CACHE / f"queries-{key}.npy"
     if path.exists():

@@ -673,9 +673,12 @@ class TransformerSentiment:
         out = np.empty((len(items), k), dtype=np.float32)
         # Sort by length so each batch pads little; results go back to input order.
         order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        # int8 activations share one scale per pass: one text per pass, so that a text's
+        # label never depends on the texts it arrived with (as models.embedder does).
+        per_pass = 1 if self._session is not None and self.backend == "onnx-int8" else self.batch_size
         with torch.inference_mode():
-            for start in range(0, len(items), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for start in range(0, len(items), per_pass):
+                idx = order[start : start + per_pass]
                 if self._session is not None:
                     logits_np = self._logits_onnx([items[i] for i in idx])
                     z = np.exp(logits_np - logits_np.max(axis=1, keepdims=True))

@@ -78,9 +78,9 @@ class QueryBatcher:
     thread hop, the actor call on both sides, the model's own per-pass overhead) are paid once
     per batch. The store searches one batch while the next is embedded.
 
-    ``embed_many(texts)`` must give each text the vector it would get alone: the caller embeds
-    one text per pass where a backend's vectors depend on their batch (``onnx-int8``). A batch
-    that fails fails each of its queries with the same error; the worker goes on.
+    ``embed_many(texts)`` must give each text the vector it would get alone (every
+    :class:`models.embedder.Embedder` backend does). A batch that fails fails each of its
+    queries with the same error; the worker goes on.
     """
 
     def __init__(
@@ -208,10 +208,8 @@ class ReadService:
         """Query vectors, each as it would be alone (runs in a thread, one batch at a time)."""
         if self._embedder is None:
             self._embedder = self._load_embedder()
-        # onnx-int8 quantises each pass's activations with one scale: embed one text per pass
-        # so that a query's vector does not depend on the others it arrived with.
-        per_pass = len(texts) if self._embedder.batch_invariant else 1
-        vectors: np.ndarray = self._embedder.encode(texts, batch_size=per_pass)
+        # Every backend gives a text the vector it gets alone (onnx-int8 by one pass per text).
+        vectors: np.ndarray = self._embedder.encode(texts, batch_size=len(texts))
         return vectors
 
     async def _search_many(

@@ -82,10 +82,10 @@ def test_onnx_fp32_matches_torch(onnx_emb: Embedder, headlines: list[str], refer
 
 def test_onnx_int8_close_to_torch(int8_emb: Embedder, headlines: list[str], reference: np.ndarray) -> None:
     cos = _cosines(int8_emb.encode(headlines, batch_size=32), reference)
-    # Measured mean 0.9934, min 0.984 over these 200 texts (per-channel int8 weights,
-    # int8 activations quantised per batch).
+    # Measured mean 0.992, min 0.969 over these 200 texts (per-channel int8 weights, int8
+    # activations quantised per text: each text runs in its own pass).
     assert cos.mean() >= 0.985, cos.mean()
-    assert cos.min() >= 0.97, cos.min()
+    assert cos.min() >= 0.95, cos.min()
     # Still a semantic embedding: each text's nearest torch vector is its own.
     sims = int8_emb.encode(headlines[:50]) @ reference[:50].T
     assert (sims.argmax(axis=1) == np.arange(50)).all()
@@ -100,17 +100,15 @@ def test_onnx_order_preserved(onnx_emb: Embedder, headlines: list[str]) -> None:
         np.testing.assert_allclose(onnx_emb.encode([texts[i]])[0], full[i], atol=1e-5)
 
 
-def test_int8_order_preserved(int8_emb: Embedder, headlines: list[str]) -> None:
-    # Dynamic int8 quantises activations with one scale per batch, so a text's vector moves
-    # slightly with its batch-mates: compare by cosine, not exactly.
+def test_int8_vectors_do_not_depend_on_their_batch(int8_emb: Embedder, headlines: list[str]) -> None:
+    # Dynamic int8 quantises activations with one scale per pass, so the backend runs one text
+    # per pass: the same text gets the same vector whatever it is embedded with.
     texts = headlines[:40]
     full = int8_emb.encode(texts, batch_size=8)
-    backwards = int8_emb.encode(texts[::-1], batch_size=8)[::-1]
-    # Measured min 0.989 here (0.98 to torch in make bench): the batch-mates' share of the
-    # activation scale, not a mix-up. A mix-up would put another text's vector in the slot.
-    cos = _cosines(full, backwards)
-    assert cos.min() >= 0.97, cos.min()
-    assert ((full @ backwards.T).argmax(axis=1) == np.arange(len(texts))).all()
+    backwards = int8_emb.encode(texts[::-1], batch_size=32)[::-1]
+    np.testing.assert_allclose(full, backwards, atol=1e-6)
+    for i in (0, 17, 39):
+        np.testing.assert_allclose(int8_emb.encode([texts[i]])[0], full[i], atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
@@ -156,9 +154,8 @@ def test_auto_backend_is_int8_on_the_cpu(onnx_cache: Path) -> None:
     assert resolve_backend("onnx", "cpu") == "onnx"
     with pytest.raises(ValueError, match="unknown encoder backend"):
         resolve_backend("tensorrt")
-    emb = Embedder(device="cpu", backend="auto")
-    assert emb.backend == "onnx-int8" and not emb.batch_invariant
-    assert Embedder(device="cpu").batch_invariant  # the library's own default stays torch
+    assert Embedder(device="cpu", backend="auto").backend == "onnx-int8"
+    assert Embedder(device="cpu").backend == "torch"  # the library's own default stays torch
 
 
 def test_export_is_cached_by_weights_hash_and_rebuilt_when_damaged(

@@ -356,3 +356,7 @@ def test_auto_backend_is_int8_for_the_shipped_model_on_the_cpu_and_drops_torch_e
     assert sum(p.numel() for p in auto._model.parameters()) < 10_000
     assert isinstance(auto._model.encoder, torch.nn.Identity)
     assert auto.predict(["Exchange hacked, funds stolen"]).labels == ["negative"]
+    # one text per int8 pass: a text's probabilities do not depend on its batch-mates
+    texts = ["Exchange hacked, funds stolen", "Bitcoin surges to a record high", "SEC delays ETF decision"]
+    alone = np.vstack([auto.probabilities([t]) for t in texts])
+    np.testing.assert_allclose(auto.probabilities(texts), alone, atol=1e-6)
