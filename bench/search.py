@@ -709,6 +709,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(STACK_ENV["BTCPULSE_STATE_DIR"]),
         help="the stack's state dir: REMOVED and rebuilt on every run (default %(default)s)",
     )
+    ap.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="also measure Ray Serve's direct ingress (the replica's own HTTP port, no proxy hop)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the results file: search-<date>[-tag].json")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -796,6 +801,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.move(str(built[v.name]), str(final))
         env = stack_env(args.state_dir, v.m, v.ef_construct)
         api = f"http://127.0.0.1:{env['BTCPULSE_API_PORT']}"
+        targets = [("", api)]
+        if args.direct_ingress:
+            # Ray Serve's direct ingress: the replica serves HTTP itself on a port of its own,
+            # beside the proxy on the API port (an experiment; btcpulse does not enable it).
+            direct = int(env["BTCPULSE_API_PORT"]) + 50
+            env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+            env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct)
+            env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct + 1)
+            targets.append(("direct:", f"http://127.0.0.1:{direct}"))
         try:
             t_up = time.perf_counter()
             btcpulse(["up", "--no-live"], env)
@@ -810,13 +824,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(
                     ("like", [{"like": ids[j], "k": 10} for j in range(0, len(ids), len(ids) // nq)][:nq])
                 )
-            for fname, params in runs:
-                for clients, n in ((1, args.requests), (8, 2 * args.requests)):
-                    summary, got = http_run(api, params, clients, n, args.state_dir)
-                    if fname in truth:
-                        summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
-                    http[f"{fname}/{clients}"] = summary
-                    say(f"http {fname} filter, {clients} client(s): {json.dumps(summary)}")
+            for prefix, url in targets:
+                for fname, params in runs:
+                    for clients, n in ((1, args.requests), (8, 2 * args.requests)):
+                        summary, got = http_run(url, params, clients, n, args.state_dir)
+                        if fname in truth:
+                            summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
+                        http[f"{prefix}{fname}/{clients}"] = summary
+                        say(f"http {prefix}{fname} filter, {clients} client(s): {json.dumps(summary)}")
         finally:
             try:
                 btcpulse(["down"], env, timeout_s=300)
@@ -833,6 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("none", "no filter"),
         ("time", f"{args.days:g}-day filter"),
         ("like", "like=<id>, no embedding"),
+        ("direct:none", "no filter, direct ingress"),
+        ("direct:time", f"{args.days:g}-day filter, direct ingress"),
     ):
         for clients in (1, 8):
             h = http.get(f"{key}/{clients}")
