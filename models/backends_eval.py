@@ -13,7 +13,7 @@ from torch. For each embedding backend this scores, on the same hand-labelled da
 * the mean and lowest cosine of each text's vector to its torch vector.
 
 Texts are embedded as the analysis actor embeds them: ``"title. summary"``, in passes of the
-default ``embed_batch_size`` in file order (an ``onnx-int8`` vector depends on its batch).
+default ``embed_batch_size`` in file order.
 One JSON line per backend; nothing is asserted.
 """
 

@@ -12,10 +12,9 @@ L2 normalisation):
   and normalisation in numpy. Same vectors as ``"torch"`` to ~1e-6 cosine.
 * ``"onnx-int8"``: that ONNX graph with its weights dynamically quantised to int8,
   per output channel (CPU only). Faster on CPU, slightly different vectors (see
-  ``tests/unit/test_embedder_backends.py`` for the agreement with ``"torch"``). Its
-  activations are quantised with one scale per pass, so each text runs in a pass of its own:
-  a text's vector never depends on the texts it arrived with (a redelivered article gets the
-  same analysis), at ~8 % of the peak rate (no padding either; ``python -m bench.threads``).
+  ``tests/unit/test_embedder_backends.py`` for the agreement with ``"torch"``). Each text
+  runs in a pass of its own, so its vector never depends on the texts it arrived with
+  (:func:`models.device.texts_per_pass`).
 
 The exported graphs are cached under ``$BTCPULSE_CACHE_DIR/onnx/<model>-<hash>/`` (default
 ``~/.cache/btcpulse``), keyed by a hash of the model's weights and the export settings, so a
@@ -40,12 +39,11 @@ import numpy as np
 import torch
 
 from models.batching import plan_batches
-from models.device import BACKENDS, pick_device, resolve_backend
+from models.device import BACKENDS, pick_device, resolve_backend, texts_per_pass
 
 #: Name reported for the packaged default model.
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
-#: Accepted values of ``Embedder(backend=...)``.
 
 #: What the ONNX export does; part of the cache key, so changing any of it re-exports.
 ONNX_EXPORT_SETTINGS: dict[str, Any] = {
@@ -578,8 +576,8 @@ class Embedder:
         return [list(x) for x in enc["input_ids"]]
 
     def _encode_onnx(self, texts: list[str], batch_size: int, max_tokens: int | None) -> np.ndarray:
-        if self._backend == "onnx-int8":
-            batch_size, max_tokens = 1, None  # one scale per pass: one text per pass
+        if texts_per_pass(self._backend, batch_size) == 1:
+            batch_size, max_tokens = 1, None
         ids = self._tokenize(texts)
         lengths = [len(x) for x in ids]
         # Without a token budget, make it loose enough that only batch_size binds.

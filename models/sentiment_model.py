@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.device import pick_device, resolve_backend
+from models.device import pick_device, resolve_backend, texts_per_pass
 from models.embedder import ModelLoadError
 from models.sentiment import LABELS, LexiconSentiment
 
@@ -673,9 +673,7 @@ class TransformerSentiment:
         out = np.empty((len(items), k), dtype=np.float32)
         # Sort by length so each batch pads little; results go back to input order.
         order = sorted(range(len(items)), key=lambda i: len(items[i]))
-        # int8 activations share one scale per pass: one text per pass, so that a text's
-        # label never depends on the texts it arrived with (as models.embedder does).
-        per_pass = 1 if self._session is not None and self.backend == "onnx-int8" else self.batch_size
+        per_pass = texts_per_pass(self.backend, self.batch_size)
         with torch.inference_mode():
             for start in range(0, len(items), per_pass):
                 idx = order[start : start + per_pass]
