@@ -96,7 +96,6 @@ class QueryBatcher:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Query] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._searches: set[asyncio.Task[None]] = set()
         #: batches served and queries in them (the mean batch size is their ratio)
         self.batches = 0
@@ -105,9 +104,9 @@ class QueryBatcher:
     async def search(self, text: str, k: int, flt: SearchFilter) -> list[VectorHit]:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
-            self._loop, self._queue = loop, asyncio.Queue()
+            self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._run(self._queue))
-        elif loop is not self._loop:
+        elif loop is not self._worker.get_loop():
             # The queue and its worker belong to another event loop: serve this one alone.
             vectors = await asyncio.to_thread(self._embed_many, [text])
             return (await self._search_many(vectors, [k], [flt]))[0]
