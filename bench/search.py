@@ -710,9 +710,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the stack's state dir: REMOVED and rebuilt on every run (default %(default)s)",
     )
     ap.add_argument(
-        "--direct-ingress",
+        "--proxy",
         action="store_true",
-        help="also measure Ray Serve's direct ingress (the replica's own HTTP port, no proxy hop)",
+        help="also measure through Serve's proxy (its own port beside the API's, one hop more: "
+        "the path of a Ray cluster started without direct ingress)",
     )
     ap.add_argument("--tag", default="", help="suffix of the results file: search-<date>[-tag].json")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -802,14 +803,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = stack_env(args.state_dir, v.m, v.ef_construct)
         api = f"http://127.0.0.1:{env['BTCPULSE_API_PORT']}"
         targets = [("", api)]
-        if args.direct_ingress:
-            # Ray Serve's direct ingress: the replica serves HTTP itself on a port of its own,
-            # beside the proxy on the API port (an experiment; btcpulse does not enable it).
-            direct = int(env["BTCPULSE_API_PORT"]) + 50
-            env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
-            env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct)
-            env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct + 1)
-            targets.append(("direct:", f"http://127.0.0.1:{direct}"))
+        if args.proxy:
+            # The API port is the replica's own (direct ingress); Serve's proxy listens beside it.
+            from cluster.settings import BtcpulseSettings
+
+            # (the rest of the stack's settings come from this process's environment, as env's)
+            proxy = BtcpulseSettings(api_port=int(env["BTCPULSE_API_PORT"])).proxy_port
+            targets.append(("proxy:", f"http://127.0.0.1:{proxy}"))
         try:
             t_up = time.perf_counter()
             btcpulse(["up", "--no-live"], env)
@@ -848,8 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("none", "no filter"),
         ("time", f"{args.days:g}-day filter"),
         ("like", "like=<id>, no embedding"),
-        ("direct:none", "no filter, direct ingress"),
-        ("direct:time", f"{args.days:g}-day filter, direct ingress"),
+        ("proxy:none", "no filter, through Serve's proxy"),
+        ("proxy:time", f"{args.days:g}-day filter, through Serve's proxy"),
     ):
         for clients in (1, 8):
             h = http.get(f"{key}/{clients}")

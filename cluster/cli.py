@@ -234,13 +234,22 @@ def _start_serve(settings: BtcpulseSettings) -> None:
     from ray import serve
 
     from cluster.local.process import http_ok, wait_until
+    from cluster.serve_ingress import direct_ingress_on, serve_options
     from serve.app import APP_NAME, build_application
 
-    serve.start(
-        proxy_location=settings.serve_proxy_location,
-        http_options={"host": settings.bind_host, "port": settings.api_port},
+    direct = direct_ingress_on(settings)
+    if settings.serve_direct_ingress and not direct:
+        _say(
+            "serve    direct ingress is off: this Ray cluster was not started with it "
+            "(docs/beyond-one-machine.md); Serve's proxy serves the API"
+        )
+    serve.start(**serve_options(settings, direct))
+    serve.run(
+        build_application(settings, direct_ingress=direct),
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
     )
-    serve.run(build_application(settings), name=APP_NAME, route_prefix="/", blocking=False)
     wait_until(lambda: http_ok(f"{settings.api_url}/healthz"), timeout_s=300, what="serve /healthz")
 
 

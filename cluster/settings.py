@@ -69,6 +69,12 @@ class BtcpulseSettings(BaseSettings):
     # Where Serve runs HTTP proxies: "HeadOnly" (one address: the head's) or "EveryNode" (a
     # proxy per node, behind your load balancer; nodes must not share a machine: one port).
     serve_proxy_location: str = "HeadOnly"
+    # Ray Serve's direct ingress: the API's replica answers on api_port itself, with no hop
+    # through Serve's proxy (cluster.serve_ingress); the proxy then listens on
+    # serve_proxy_port (unset: api_port + 50). Needs its switches on `ray start` (the local
+    # head gets them); on a cluster started without them the proxy serves api_port.
+    serve_direct_ingress: bool = True
+    serve_proxy_port: int | None = None
     # The stages that keep state on local disk (the aggregates' SQLite, the embedded Qdrant
     # shard, the topic model's snapshots) and the pool run on the head node, so a restart
     # finds their files; with QDRANT_URL set the vector-store actor may run anywhere.
@@ -265,6 +271,11 @@ class BtcpulseSettings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.bind_host}:{self.api_port}"
+
+    @property
+    def proxy_port(self) -> int:
+        """Where Serve's proxy listens when the replica serves ``api_port`` itself."""
+        return self.serve_proxy_port or self.api_port + 50
 
 
 @lru_cache(maxsize=1)

@@ -542,7 +542,10 @@ def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettin
         # A plain function: Panel calls it once per browser session.
         return create_dashboard(reader)
 
-    origins = [f"{host}:{settings.api_port}" for host in ("127.0.0.1", "localhost", settings.bind_host)]
+    # With direct ingress the page may also come through Serve's proxy (cluster.serve_ingress).
+    ports = {settings.api_port, settings.proxy_port} if settings.serve_direct_ingress else {settings.api_port}
+    hosts = ("127.0.0.1", "localhost", settings.bind_host)
+    origins = [f"{host}:{port}" for host in hosts for port in ports]
     add_applications(
         {"/dashboard": session},
         app=app,
@@ -555,16 +558,24 @@ def _mount_dashboard(app: FastAPI, reader: ReadService, settings: BtcpulseSettin
             route.include_in_schema = False
 
 
-def build_application(settings: BtcpulseSettings) -> Any:
-    """The bound Serve application (``serve.run`` target)."""
+def build_application(settings: BtcpulseSettings, *, direct_ingress: bool = False) -> Any:
+    """The bound Serve application (``serve.run`` target). With ``direct_ingress`` the replica
+    answers on the API port itself (:mod:`cluster.serve_ingress`): it runs on the head node,
+    whose address the API has."""
+    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 
     def builder() -> FastAPI:
         # Serve calls a plain function on the replica (a functools.partial would be taken
         # for an ASGI app).
         return build_api(settings)
 
+    on_head = {"resources": {HEAD_NODE_RESOURCE_NAME: 0.001}} if direct_ingress else {}
+
     @serve.deployment(
-        name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200
+        name="ingress",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0, **on_head},
+        max_ongoing_requests=200,
     )
     @serve.ingress(builder)
     class Ingress:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.local.process import http_ok
+from cluster.serve_ingress import ray_serve_env
 from cluster.settings import BtcpulseSettings
 
 _NODE_ID = re.compile(r"--node[-_]id=([0-9a-f]{16,})")
@@ -132,7 +133,11 @@ class RayHead:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             done = subprocess.run(
-                cmd, env={**env, **ray_env(s)}, stdout=out, stderr=subprocess.STDOUT, check=False
+                cmd,
+                env={**env, **ray_env(s), **ray_serve_env(s)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
             )
         if done.returncode != 0:
             raise RuntimeError(f"ray start failed (exit {done.returncode}); see {log}")

@@ -5,7 +5,8 @@ No Qdrant server runs here, so the stack's QDRANT_URL is ``path:qdrant-client``:
 in-process mode kept in a directory under the state dir. Its own stack (tests.conftest's
 client_store_stack, on TEST_PORTS + 500), a small real slice (the first 450 news rows in time:
 two sources, and enough for the topic model's first fit at 400), and the assertions test_pipeline
-makes (api_checks), with a few more."""
+makes (api_checks), with a few more. Its API is served through Serve's proxy (direct ingress off),
+so those checks cover both ways HTTP reaches the API."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cluster.local.process import stack_processes
@@ -128,3 +130,11 @@ def test_a_restarted_vector_store_keeps_its_points(stack, replayed) -> None:
     )
     assert {a["id"] for a in checks.latest(stack, N_NEWS)} == ids_before
     checks.check_article_and_similar_articles(stack)
+
+
+def test_with_direct_ingress_off_the_proxy_serves_the_api_port(stack, replayed) -> None:
+    settings = stack.settings()
+    assert not settings.serve_direct_ingress
+    assert stack.get("/healthz").status_code == 200
+    with pytest.raises(httpx.ConnectError):  # nothing listens on the proxy's other port
+        httpx.get(f"http://127.0.0.1:{settings.proxy_port}/healthz", timeout=5)

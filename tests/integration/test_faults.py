@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from actors.replay import ReplayReport, read_file
@@ -379,6 +380,33 @@ def test_kill_aggregator(stack, rows, clean, run_copy) -> None:
         dup,
         recovery,
     )
+
+
+def _api_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_kill_api_replica(stack, rows, clean, run_copy) -> None:
+    """The API's Serve replica, which answers on the API port itself (direct ingress), killed
+    mid-stream: Serve starts another, which takes the port again; the stream is untouched."""
+    path, before = run_copy("kill-api")
+    assert f"published {N} news" in stack.cli("replay", str(path)).stdout
+    _progress(stack, "kill-api", 300)
+    replica = "ray::ServeReplica:btcpulse:ingress"
+    t0 = time.monotonic()
+    old = _kill9(stack, replica)
+    stack.wait_for("the API to answer again", lambda: _api_answers(stack.api), timeout=300, every=0.5)
+    recovery = time.monotonic() - t0
+    new = _stack_pids(stack, replica)
+    assert len(new) == 1 and new != [old], new
+    # The other way in, Serve's proxy, reaches the new replica too.
+    assert _api_answers(f"http://127.0.0.1:{stack.settings().proxy_port}")
+    _wait_complete(stack, "kill-api")
+    lost, dup = _compare(stack, "kill-api", rows, clean, before)
+    _record("kill -9 API replica", "Serve started another on the API port", lost, dup, recovery)
 
 
 def test_broker_outage_30s(stack, rows, clean, run_copy) -> None:
