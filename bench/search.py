@@ -34,6 +34,7 @@ Nothing is asserted; a Markdown table goes to stdout and JSON to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -589,6 +590,74 @@ def btcpulse(args: list[str], env: dict[str, str], timeout_s: float = 600) -> No
     subprocess.run([*cmd, *args], env=env, check=True, timeout=timeout_s)
 
 
+class _Searches:
+    """What one HTTP run collects: latencies, the ids each query got, errors; and each of the
+    stack's processes' CPU seconds from start to end."""
+
+    def __init__(self, api: str, params: Sequence[dict[str, Any]], state_dir: Path | None) -> None:
+        import threading
+
+        self.api, self.params, self.state_dir = api, params, state_dir
+        self.latencies: list[float] = []
+        self.results: dict[int, list[str]] = {}
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def send(self, client: Any, i: int, since: float) -> None:
+        """Request ``i``; its latency counts from ``since`` (perf_counter)."""
+        r = client.get("/api/search", params=self.params[i % len(self.params)])
+        dt = time.perf_counter() - since
+        with self.lock:
+            if r.status_code != 200:
+                self.errors.append(f"{r.status_code} {r.text[:200]}")
+                return
+            self.latencies.append(dt)
+            self.results.setdefault(i % len(self.params), [h["id"] for h in r.json()["results"]])
+
+    @contextlib.contextmanager
+    def client(self, ready: Any) -> Iterator[Any]:
+        """A keep-alive connection, opened (one /healthz) before ``ready`` lets the clock start:
+        opening 32 at once takes the client ~0.3 s, which is not the server's time."""
+        import httpx
+
+        with httpx.Client(base_url=self.api, timeout=30.0) as client:
+            try:
+                client.get("/healthz")
+            finally:
+                ready.wait()  # a broken barrier raises in every party rather than hang
+            yield client
+
+    def run(
+        self, threads: Sequence[Any], clients: int, requests: int, ready: Any
+    ) -> tuple[dict[str, Any], list[list[str]]]:
+        """Start ``threads``; time (and count CPU) from when all have passed ``ready``."""
+        from bench.stack import cpu_seconds
+
+        for t in threads:
+            t.start()
+        ready.wait()
+        cpu0, own0 = (cpu_seconds(self.state_dir) if self.state_dir else {}), os.times()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        summary = summarize(self.latencies, wall, clients)
+        if self.state_dir:
+            cpu1, own1 = cpu_seconds(self.state_dir), os.times()
+            spent = {k: cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0}
+            spent["client (this benchmark)"] = own1.user + own1.system - own0.user - own0.system
+            summary["cpu_ms_per_request"] = {
+                k: round(1000 * v / requests, 2)
+                for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+                if v > 0
+            }
+        summary["errors"] = len(self.errors)
+        if self.errors:
+            summary["first_error"] = self.errors[0]
+        summary["load"] = Path("/proc/loadavg").read_text().split()[:3]
+        return summary, [self.results.get(i, []) for i in range(len(self.params))]
+
+
 def http_run(
     api: str, params: Sequence[dict[str, Any]], clients: int, requests: int, state_dir: Path | None = None
 ) -> tuple[dict[str, Any], list[list[str]]]:
@@ -598,55 +667,70 @@ def http_run(
     processes (and this client) spent per request."""
     import threading
 
-    import httpx
-
-    from bench.stack import cpu_seconds
-
-    latencies: list[float] = []
-    results: dict[int, list[str]] = {}
-    errors: list[str] = []
-    lock = threading.Lock()
+    run = _Searches(api, params, state_dir)
     counter = iter(range(requests))
+    ready = threading.Barrier(clients + 1, timeout=120)
 
     def worker() -> None:
-        with httpx.Client(base_url=api, timeout=30.0) as client:
+        with run.client(ready) as client:
             while True:
-                with lock:
+                with run.lock:
                     i = next(counter, None)
                 if i is None:
                     return
-                p = params[i % len(params)]
-                t0 = time.perf_counter()
-                r = client.get("/api/search", params=p)
-                dt = time.perf_counter() - t0
-                with lock:
-                    if r.status_code != 200:
-                        errors.append(f"{r.status_code} {r.text[:200]}")
-                        continue
-                    latencies.append(dt)
-                    results.setdefault(i % len(params), [h["id"] for h in r.json()["results"]])
+                run.send(client, i, time.perf_counter())
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    cpu0, own0 = (cpu_seconds(state_dir) if state_dir else {}), os.times()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    summary = summarize(latencies, wall, clients)
-    if state_dir:
-        cpu1, own1 = cpu_seconds(state_dir), os.times()
-        spent = {k: cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0}
-        spent["client (this benchmark)"] = own1.user + own1.system - own0.user - own0.system
-        summary["cpu_ms_per_request"] = {
-            k: round(1000 * v / requests, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0
-        }
-    summary["errors"] = len(errors)
-    if errors:
-        summary["first_error"] = errors[0]
-    summary["load"] = Path("/proc/loadavg").read_text().split()[:3]
-    return summary, [results.get(i, []) for i in range(len(params))]
+    return run.run([threading.Thread(target=worker) for _ in range(clients)], clients, requests, ready)
+
+
+def arrivals(rate: float, requests: int, seed: int = 0) -> list[float]:
+    """Send times (s from the start) of a Poisson stream of ``rate`` requests per second."""
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=requests)
+    return np.cumsum(gaps).tolist()
+
+
+def http_open(
+    api: str,
+    params: Sequence[dict[str, Any]],
+    rate: float,
+    requests: int,
+    state_dir: Path | None = None,
+    connections: int = 32,
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """``requests`` searches arriving at ``rate`` per second (open loop, Poisson), whatever the
+    server's pace: each latency counts from the request's scheduled time, so time spent waiting
+    for a free connection (the server fell behind) is in it. As :func:`http_run` otherwise;
+    ``qps`` is what was served, which stays below ``rate`` only if the server cannot keep up."""
+    import queue
+    import threading
+
+    run = _Searches(api, params, state_dir)
+    due: queue.Queue[tuple[int, float] | None] = queue.Queue()
+    times = arrivals(rate, requests)
+    ready = threading.Barrier(connections + 2, timeout=120)
+
+    def dispatcher() -> None:
+        ready.wait()
+        t0 = time.perf_counter()
+        for i, at in enumerate(times):
+            delay = t0 + at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            due.put((i, t0 + at))
+        for _ in range(connections):
+            due.put(None)
+
+    def worker() -> None:
+        with run.client(ready) as client:
+            while (item := due.get()) is not None:
+                run.send(client, item[0], item[1])
+
+    threads = [threading.Thread(target=dispatcher)] + [
+        threading.Thread(target=worker) for _ in range(connections)
+    ]
+    summary, got = run.run(threads, connections, requests, ready)
+    summary["offered_qps"] = rate
+    return summary, got
 
 
 def iso(ts: float) -> str:
@@ -715,9 +799,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also measure through Serve's proxy (its own port beside the API's, one hop more: "
         "the path of a Ray cluster started without direct ingress)",
     )
+    ap.add_argument(
+        "--rates",
+        default="100",
+        help="offered loads (requests/s, comma-separated) for open-loop runs: Poisson arrivals, "
+        "latency from each request's scheduled time ('' for none)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the results file: search-<date>[-tag].json")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     started = datetime.now(UTC)
@@ -832,6 +923,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             summary["recall@10"] = round(recall_at_k(got, truth[fname][:nq]), 4)
                         http[f"{prefix}{fname}/{clients}"] = summary
                         say(f"http {prefix}{fname} filter, {clients} client(s): {json.dumps(summary)}")
+                    for rate in rates:
+                        summary, _ = http_open(url, params, rate, 2 * args.requests, args.state_dir)
+                        http[f"{prefix}{fname}/@{rate:g}"] = summary
+                        say(f"http {prefix}{fname} filter, {rate:g}/s offered: {json.dumps(summary)}")
         finally:
             try:
                 btcpulse(["down"], env, timeout_s=300)
@@ -872,6 +967,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "yes" if h["qps"] >= 100 else "no",
                 )
             )
+        for rate in rates:
+            h = http.get(f"{key}/@{rate:g}")
+            if not h:
+                continue
+            at = f"{label}, {rate:g}/s offered (open loop)"
+            rows_md.append((f"HTTP p50, {at}", f"{h['p50_ms']} ms", "-", "-"))
+            rows_md.append(
+                (f"HTTP p99, {at}", f"{h['p99_ms']} ms", "<= 50 ms", "yes" if h["p99_ms"] <= 50 else "no")
+            )
+            # served: requests / wall time, the arrival stream's own ramp and tail included
+            rows_md.append((f"QPS served, {at}", f"{h['qps']}", "-", "-"))
         h = http.get(f"{key}/1")
         if h and "recall@10" in h:
             rows_md.append(

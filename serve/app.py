@@ -576,6 +576,7 @@ def build_application(settings: BtcpulseSettings, *, direct_ingress: bool = Fals
         num_replicas=1,
         ray_actor_options={"num_cpus": 0, **on_head},
         max_ongoing_requests=200,
+        logging_config={"enable_access_log": settings.serve_access_log},
     )
     @serve.ingress(builder)
     class Ingress:

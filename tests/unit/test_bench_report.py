@@ -49,6 +49,39 @@ def test_goals_table_uses_the_make_bench_runs_of_the_newest_day(tmp_path: Path) 
     assert "search at" not in md  # no search result that day
 
 
+def test_search_rows_show_closed_and_open_loop_figures_against_the_goals(tmp_path: Path) -> None:
+    (tmp_path / "pipeline-2026-12-01.json").write_text(json.dumps(_pipeline(0.9, 0.2, 0.8, {})))
+
+    def run(p50: float, p99: float, qps: float, **extra: float) -> dict:
+        return {"p50_ms": p50, "p99_ms": p99, "qps": qps, **extra}
+
+    http = {
+        "none/1": run(15, 25, 60, **{"recall@10": 0.98}),
+        "none/8": run(50, 90, 150),
+        "none/@100": run(18, 45, 98.3, errors=0),
+        "none/@60": run(15, 40, 59, errors=0),  # met p99, but below the rate of the goal
+        "proxy:none/@100": run(30, 300, 90),  # another path: not the goals table's
+        "time/1": run(15, 25, 60),
+        "time/8": run(50, 90, 150),
+        "time/@100": run(20, 55, 98, errors=0),
+    }
+    search = {"corpus": {"stored": 100_000}, "http": http}
+    (tmp_path / "search-2026-12-01.json").write_text(json.dumps(search))
+    rows = [line for line in table(tmp_path).splitlines() if line.startswith("| search")]
+    assert rows[0].startswith("| search at 100,000 points, no filter: p99 1 / 8 clients | 25 / 90 ms")
+    assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |")  # p99 of 8; QPS 150
+    assert rows[2] == (
+        "| search, no filter: p50 / p99 at 100/s offered (open loop) | 18 / 45 ms "
+        "| <= 50 ms at >= 100/s | yes |"
+    )
+    assert rows[3].startswith("| search, no filter: p50 / p99 at 60/s offered")
+    assert rows[3].endswith("**no** |")
+    assert rows[4].startswith("| search, no filter: recall@10 vs exact | 0.980 |")
+    assert rows[7].startswith("| search, 30-day filter: p50 / p99 at 100/s offered")
+    assert rows[7].endswith("**no** |")
+    assert len(rows) == 8  # no recall for the filtered run here
+
+
 def test_readme_block_between_markers_is_replaced(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- g -->\nold\n<!-- /g -->\nb\n")

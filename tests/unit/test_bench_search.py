@@ -1,7 +1,13 @@
-"""bench.search's pure parts: texts without duplicates, exact top-k, recall, summaries."""
+"""bench.search's pure parts (texts without duplicates, exact top-k, recall, summaries) and its
+HTTP load generators against a small local server."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,9 +16,12 @@ import pytest
 from bench.search import (
     Unit,
     Variant,
+    arrivals,
     article_units,
     exact_topk,
     fold,
+    http_open,
+    http_run,
     passages,
     percentile,
     point_id,
@@ -134,3 +143,62 @@ def test_window_and_variant_parsing() -> None:
     assert end == 86400.0 * 40 + 1 and end - start == 30 * 86400.0
     assert Variant.parse("m32:32:200") == Variant("m32", 32, 200, True)
     assert Variant.parse("plain:16:100:plain").optimize is False
+
+
+def test_arrivals_are_a_seeded_poisson_stream_at_the_rate() -> None:
+    times = arrivals(100.0, 5000)
+    assert times == arrivals(100.0, 5000)  # the same stream each run
+    gaps = np.diff([0.0, *times])
+    assert (gaps > 0).all()
+    assert np.mean(gaps) == pytest.approx(0.01, rel=0.05)
+    assert np.std(gaps) == pytest.approx(0.01, rel=0.1)  # exponential: std == mean
+
+
+SERVICE_S = 0.05  # the test server's time per request, one request at a time
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(SERVICE_S)
+        body = json.dumps({"results": [{"id": self.path.rsplit("=", 1)[-1]}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_api() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Slow)  # not threading: 20 requests/s at most
+    server.protocol_version = "HTTP/1.1"  # keep-alive, as the API
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_open_loop_counts_the_wait_of_a_server_that_falls_behind(slow_api: str) -> None:
+    """Offered 100/s to a server of 20/s: the requests queue, and each latency counts from the
+    request's scheduled time, not from when a connection was free to send it."""
+    n = 30
+    params = [{"q": f"q{i}"} for i in range(n)]
+    summary, got = http_open(slow_api, params, 100.0, n, connections=4)
+    assert summary["requests"] == n and summary["errors"] == 0
+    assert got == [[f"q{i}"] for i in range(n)]
+    # One at a time, the last answer comes no sooner than n service times after the start; it
+    # was due at arrivals()[-1].
+    assert summary["max_ms"] >= 1000 * (n * SERVICE_S - arrivals(100.0, n)[-1])
+    assert summary["qps"] < 100 and summary["offered_qps"] == 100.0
+
+
+def test_closed_loop_latency_is_the_service_time_alone(slow_api: str) -> None:
+    """One client sends the next request when the last is answered: no queue, and the lower
+    bound of every latency is the server's service time."""
+    summary, _ = http_run(slow_api, [{"q": "a"}, {"q": "b"}], 1, 6)
+    assert summary["requests"] == 6 and summary["errors"] == 0
+    assert summary["p50_ms"] >= 1000 * SERVICE_S
