@@ -27,6 +27,14 @@ _PARTITION = re.compile(r"-partition-\d+$")
 ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached"}
 
 
+def named_actors(namespace: str) -> list[str]:
+    """The names of the live named actors of ``namespace``, sorted."""
+    import ray
+
+    found = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in found if a["namespace"] == namespace)
+
+
 def supervised_thread(target: Callable[[], None], name: str) -> threading.Thread:
     """Run ``target`` in a daemon thread; if it raises, end the process so Ray restarts it."""
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 
-from actors.common import ACTOR_OPTIONS, supervised_thread
+from actors.common import ACTOR_OPTIONS, named_actors, supervised_thread
 from cluster.settings import BtcpulseSettings
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,8 @@ class AnalysisPool:
     def _adopt(self) -> dict[int, Any]:
         """The members that exist already (a restarted pool, or a second `btcpulse up`)."""
         found: dict[int, Any] = {}
-        for actor in ray.util.list_named_actors(all_namespaces=True):
-            name = actor["name"]
-            if actor["namespace"] != self._ns or not name.startswith(MEMBER_PREFIX):
+        for name in named_actors(self._ns):
+            if not name.startswith(MEMBER_PREFIX):
                 continue
             suffix = name[len(MEMBER_PREFIX) :]
             if suffix.isdigit():

@@ -194,9 +194,9 @@ def _start_collectors(settings: BtcpulseSettings, sources: list[Any], prices: An
         PriceCollector,
         price_endpoints,
     )
+    from actors.common import named_actors
 
-    existing = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == settings.ray_namespace}  # fmt: skip
+    existing = set(named_actors(settings.ray_namespace))
     for name in (NEWS_COLLECTOR, PRICE_COLLECTOR):
         if name in existing:
             handle = ray.get_actor(name, namespace=settings.ray_namespace)
@@ -325,15 +325,12 @@ def _stop_actors(settings: BtcpulseSettings) -> None:
     import ray
     from ray import serve
 
+    from actors.common import named_actors
     from actors.pool import POOL
 
     _connect_ray(settings)
     serve.shutdown()
-    names = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == settings.ray_namespace
-    ]
+    names = named_actors(settings.ray_namespace)
 
     # Sources first, then the pool (so it starts no more), then analysis, then the stores:
     # nothing is left half-written.
@@ -385,6 +382,7 @@ def _actor_status(settings: BtcpulseSettings) -> None:
     import ray
     from ray.util.state import list_actors
 
+    from actors.common import named_actors
     from cluster.local.process import rss_mb
     from cluster.local.ray_head import RayHead
 
@@ -399,11 +397,7 @@ def _actor_status(settings: BtcpulseSettings) -> None:
     if settings.ray_address is None:
         core = [rss_mb(pid) or 0.0 for pid in RayHead(settings).own_pids() - actor_pids]
         _say(f"  memory     {'ray core (gcs, raylet, dashboard, idle workers)':<40} {sum(core):7.0f} MiB")
-    names = sorted(
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == settings.ray_namespace
-    )
+    names = named_actors(settings.ray_namespace)
     for name in names:
         handle = ray.get_actor(name, namespace=settings.ray_namespace)
         method: Any = handle.progress if name.startswith("replay") else handle.stats

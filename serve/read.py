@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.common import named_actors
 from actors.pool import POOL
 from cluster.aggregates import Totals
 from cluster.records import DeadLetter, NewsEvent, WindowAggregate
@@ -259,11 +260,7 @@ class ReadService:
     async def actor_stats(self) -> dict[str, dict[str, Any]]:
         """Each named actor's ``stats()`` (an actor that does not answer in 5 s is left out)."""
         self._connected()
-        names = [
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == self.settings.ray_namespace and not a["name"].startswith("replay")
-        ]
+        names = [n for n in named_actors(self.settings.ray_namespace) if not n.startswith("replay")]
         out: dict[str, dict[str, Any]] = {}
         for name in names:
             try:
