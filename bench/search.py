@@ -23,7 +23,11 @@
    embedded qdrant-edge shard of a state dir of the benchmark's own, the shard is optimised
    (HNSW built) and closed, then ``btcpulse up --no-live`` serves it on ports of its own.
 4. **Latency / QPS** of ``GET /api/search?q=...&k=10`` (text queries: the API embeds them),
-   with 1 and 8 keep-alive clients, without and with a 30-day ``start``/``end`` filter.
+   with 1 and 8 keep-alive clients (closed loop: each sends its next query when answered),
+   and at ``--rates`` requests/s offered (open loop: Poisson arrivals, each latency from the
+   request's due time), without and with a 30-day ``start``/``end`` filter; ``--proxy`` adds
+   the same runs through Serve's proxy beside the API port (the API port is the replica's own,
+   Serve's direct ingress).
 5. **Recall@10** of the API's ids against exact cosine top-10 (numpy over all vectors, or
    over the filtered subset), for the same queries embedded here with the same model.
 
@@ -700,7 +704,8 @@ def http_open(
     """``requests`` searches arriving at ``rate`` per second (open loop, Poisson), whatever the
     server's pace: each latency counts from the request's scheduled time, so time spent waiting
     for a free connection (the server fell behind) is in it. As :func:`http_run` otherwise;
-    ``qps`` is what was served, which stays below ``rate`` only if the server cannot keep up."""
+    ``qps`` is requests over the wall time, the stream's own randomness and the last answer
+    included: a little below ``rate`` when the server keeps up, far below when it cannot."""
     import queue
     import threading
 
