@@ -20,7 +20,7 @@ from cluster.settings import BtcpulseSettings
 
 
 def _settings(**kw: object) -> BtcpulseSettings:
-    return BtcpulseSettings(api_port=18123, **kw)  # type: ignore[arg-type]
+    return BtcpulseSettings(**{"api_port": 18123, "serve_direct_ingress": True, **kw})  # type: ignore[arg-type]
 
 
 def test_the_replica_is_given_the_api_port_alone() -> None:
