@@ -31,11 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from actors.replay import ReplayReport, read_file
-from cluster.local.process import rss_mb, stack_processes
+from cluster.local.process import http_ok, rss_mb, stack_processes
 from cluster.records import NewsItem, format_time
 from cluster.topics import PRODUCER_BATCH_MAX
 from tests.conftest import ARTIFACTS, REPO
@@ -382,13 +381,6 @@ def test_kill_aggregator(stack, rows, clean, run_copy) -> None:
     )
 
 
-def _api_answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_kill_api_replica(stack, rows, clean, run_copy) -> None:
     """The API's Serve replica killed mid-stream: Serve starts another, and the API answers
     again (on the port itself with direct ingress on); the stream is untouched."""
@@ -398,12 +390,14 @@ def test_kill_api_replica(stack, rows, clean, run_copy) -> None:
     replica = "ray::ServeReplica:btcpulse:ingress"
     t0 = time.monotonic()
     old = _kill9(stack, replica)
-    stack.wait_for("the API to answer again", lambda: _api_answers(stack.api), timeout=300, every=0.5)
+    stack.wait_for(
+        "the API to answer again", lambda: http_ok(f"{stack.api}/healthz", 5), timeout=300, every=0.5
+    )
     recovery = time.monotonic() - t0
     new = _stack_pids(stack, replica)
     assert len(new) == 1 and new != [old], new
     if stack.settings().serve_direct_ingress:  # the other way in, Serve's proxy, reaches it too
-        assert _api_answers(f"http://127.0.0.1:{stack.settings().proxy_port}")
+        assert http_ok(f"http://127.0.0.1:{stack.settings().proxy_port}/healthz", 5)
     _wait_complete(stack, "kill-api")
     lost, dup = _compare(stack, "kill-api", rows, clean, before)
     _record("kill -9 API replica", "Serve started another; the API answered again", lost, dup, recovery)
