@@ -305,6 +305,10 @@ class AnalysisConsumer:
             "seconds": {p: round(self._seconds[p], 3) for p in PHASES},
         }
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (the pool places members by it)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def inject_fault(self, kind: str, arg: str = "") -> None:
         """Arm a :class:`FaultHooks` fault (only with ``settings.fault_injection``)."""
         self._faults.arm(kind, arg)

@@ -4,8 +4,9 @@
                             over the partitions) -> wanted = ceil(backlog / per_actor), kept in
                             [analysis_actors, analysis_max_actors]
     wanted > size           start actors now (each asks the cluster for analysis_num_cpus,
-                            analysis_num_gpus and analysis_resources, spread over the nodes;
-                            where none fits, Ray's autoscaler adds a node of a type that has them)
+                            analysis_num_gpus and analysis_resources, on the node that fits
+                            with the fewest members, :func:`place`; where none fits, Ray's
+                            autoscaler adds a node of a type that has them)
     wanted < size           for pool_scale_down_after_s in a row: stop one actor (it finishes
                             its batch; what it had received and not acknowledged goes back to
                             the others: Key_Shared hands its keys over), then the next
@@ -21,10 +22,12 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.common import ACTOR_OPTIONS, named_actors, supervised_thread
 from cluster.settings import BtcpulseSettings
@@ -73,6 +76,23 @@ class ScalePolicy:
         return size
 
 
+def place(
+    nodes: Mapping[str, Mapping[str, float]], members_on: Iterable[str], need: Mapping[str, float]
+) -> str | None:
+    """The node for a new member: of the nodes whose resources (totals) fit ``need``, the one
+    with the fewest members (``members_on``: a member's node, one entry per member); on a tie the
+    one with the most CPUs, then the lowest id. ``None`` where fewer than two nodes fit: Ray's
+    own placement then (and where none fits, the autoscaler adds a node)."""
+    fit = [n for n, res in nodes.items() if all(res.get(k, 0.0) >= v for k, v in need.items() if v > 0)]
+    if len(fit) < 2:
+        return None
+    count = dict.fromkeys(fit, 0)
+    for node in members_on:
+        if node in count:
+            count[node] += 1
+    return min(fit, key=lambda n: (count[n], -nodes[n].get("CPU", 0.0), n))
+
+
 @ray.remote(num_cpus=0, max_concurrency=4, **ACTOR_OPTIONS)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class AnalysisPool:
     def __init__(self, settings: BtcpulseSettings) -> None:
@@ -90,6 +110,7 @@ class AnalysisPool:
         )
         self._lock = threading.Lock()  # members change under it
         self._members: dict[int, Any] = self._adopt()
+        self._placed: dict[int, str] = {}  # the node each member was started on, by the pool
         self._backlog: int | None = None
         self._events: deque[dict[str, Any]] = deque(maxlen=50)
         self._stop = threading.Event()
@@ -108,25 +129,55 @@ class AnalysisPool:
                 found[int(suffix)] = ray.get_actor(name, namespace=self._ns)
         return found
 
+    def _member_nodes(self) -> list[str]:
+        """Each member's node: where it runs (it says), or, while it is still starting, where
+        the pool asked for it."""
+        asked = {index: handle.node_id.remote() for index, handle in self._members.items()}
+        ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=5)
+        out: list[str] = []
+        for index, ref in asked.items():
+            node = self._placed.get(index)  # still loading its models, or restarting
+            if ref in ready:
+                try:
+                    node = ray.get(ref, timeout=0)
+                except Exception as exc:  # it died: Ray restarts it, maybe elsewhere
+                    log.info("%s: no node (%s)", member_name(index), exc)
+            if node is not None:
+                out.append(node)
+        return out
+
     def _start_member(self, index: int) -> Any:
         from actors.analysis import AnalysisConsumer, model_env
 
         s = self._settings
+        need = {"CPU": s.analysis_num_cpus, "GPU": s.analysis_num_gpus, **(s.analysis_resources or {})}
+        nodes = {n["NodeID"]: n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")}
+        node = place(nodes, self._member_nodes(), need)
         options: dict[str, Any] = {
             "name": member_name(index),
             "get_if_exists": True,
             "num_cpus": s.analysis_num_cpus,
             "num_gpus": s.analysis_num_gpus,
-            # Over the nodes that fit, so one node's loss takes as few members as it can.
-            "scheduling_strategy": "SPREAD",
             "runtime_env": {"env_vars": model_env()},
         }
         if s.analysis_resources:
             options["resources"] = dict(s.analysis_resources)
+        if node is None:
+            options["scheduling_strategy"] = "SPREAD"
+        else:
+            # On the node with the fewest members, so one node's loss takes as few as it can.
+            # Ray's SPREAD alone is a round robin over every placement of the cluster, and put
+            # two members on one node of two. Soft: where that node is gone or full it goes
+            # elsewhere, and a member restarted after its node died goes to another.
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node, soft=True, _spill_on_unavailable=True
+            )
+            self._placed[index] = node
         return AnalysisConsumer.options(**options).remote(s, self._store, self._topic_model)  # type: ignore[attr-defined]
 
     def _stop_member(self, index: int) -> None:
         handle = self._members.pop(index)
+        self._placed.pop(index, None)
         try:
             ray.get(handle.stop.remote(), timeout=60)
         except Exception as exc:  # it is going anyway: its messages are redelivered to the others

@@ -1,10 +1,11 @@
-"""The analysis pool's scaling decision (actors.pool.ScalePolicy), without Ray."""
+"""The analysis pool's scaling decision (actors.pool.ScalePolicy) and its placement of members
+(actors.pool.place), without Ray."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.pool import ScalePolicy
+from actors.pool import ScalePolicy, place
 from cluster.settings import BtcpulseSettings
 
 
@@ -73,3 +74,41 @@ def test_pool_bounds_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BTCPULSE_SERVE_PROXY_LOCATION", "Everywhere")
     with pytest.raises(ValueError, match="HeadOnly"):
         BtcpulseSettings()
+
+
+HEAD = {"CPU": 0.0, "memory": 8e9}
+WORKER = {"CPU": 2.0, "memory": 8e9}
+ONE_CPU = {"CPU": 1.0, "GPU": 0.0}
+
+
+def test_a_new_member_goes_to_the_fitting_node_with_the_fewest_members() -> None:
+    nodes = {"head": HEAD, "a": WORKER, "b": WORKER}
+    assert place(nodes, [], ONE_CPU) == "a"  # a tie: the lowest id
+    assert place(nodes, ["a"], ONE_CPU) == "b"
+    assert place(nodes, ["b"], ONE_CPU) == "a"
+    assert place(nodes, ["a", "b", "a"], ONE_CPU) == "b"
+    assert place(nodes, ["a", "b"], ONE_CPU) == "a"
+
+
+def test_ties_go_to_the_node_with_the_most_cpus() -> None:
+    nodes = {"a": WORKER, "b": {"CPU": 8.0}, "c": WORKER}
+    assert place(nodes, ["a", "c"], ONE_CPU) == "b"
+    assert place(nodes, ["b"], ONE_CPU) == "a"
+
+
+def test_nodes_without_the_resources_are_left_out() -> None:
+    nodes = {"cpu": {"CPU": 16.0}, "gpu-1": {"CPU": 4.0, "GPU": 1.0}, "gpu-2": {"CPU": 4.0, "GPU": 1.0}}
+    assert place(nodes, ["gpu-1"], {"CPU": 1.0, "GPU": 1.0}) == "gpu-2"
+    custom = {"x": {"CPU": 2.0, "analysis": 1.0}, "y": {"CPU": 2.0}}
+    assert place(custom, [], {"CPU": 1.0, "analysis": 1.0}) is None  # one node fits: Ray places it
+
+
+def test_one_node_or_none_that_fits_leaves_the_placement_to_ray() -> None:
+    assert place({"only": WORKER}, [], ONE_CPU) is None
+    assert place({"head": HEAD, "a": WORKER}, ["a"], ONE_CPU) is None
+    assert place({"head": HEAD}, [], ONE_CPU) is None  # none fits: the autoscaler adds a node
+    assert place({}, [], ONE_CPU) is None
+
+
+def test_members_on_nodes_that_are_gone_do_not_count() -> None:
+    assert place({"a": WORKER, "b": WORKER}, ["dead", "dead", "b"], ONE_CPU) == "a"
