@@ -697,6 +697,7 @@ class Dashboard:
         self._last_context = -math.inf  # ... of the last read of sources, events, topics, pipeline
         self._last_heavy = -math.inf  # ... of the last redraw of the aggregate charts
         self._heavy_queued = self._context_queued = self._fast_queued = False
+        self._redraw_due = False  # a new range: the next fast draw redraws the price chart
         self._events_due = False
         # How a change reaches the page: ``call(fn, delay_s)`` runs ``fn`` with the session's
         # document lock (Bokeh sends what it changed right after); ``spawn(coroutine function)``
@@ -871,11 +872,14 @@ class Dashboard:
                 self.call(functools.partial(self._show_error, exc), 0)
                 return
             moved = (start, end) != self._range or step != self._step
+            # Drawn through HoloViews by the next fast draw, whichever it is: one a live update
+            # queued before this read draws this new range (its patch would only shift the axis).
+            self._redraw_due |= moved
             self._totals, self._windows, self._range, self._step = totals, windows, (start, end), step
             self._frame = windows_frame(windows)
             self._news = news_frame(latest)
             self._sources_seen |= {str(r["source"]) for r in latest if r.get("source")}
-        self.call(lambda: self._draw_fast(redraw=moved), 0)
+        self.call(self._draw_fast, 0)
         self._heavy_due(now=True)
         if moved or time.monotonic() - self._last_context >= CONTEXT_S:
             await self.read_context()
@@ -1067,14 +1071,18 @@ class Dashboard:
     def _show_error(self, exc: Exception) -> None:
         self.status.object = f"**Data unavailable** ({type(exc).__name__}); retrying…"
 
-    def _draw_fast(self, redraw: bool = False) -> None:
+    def _draw_fast(self) -> None:
         """The price and sentiment chart, the news table, the status line and the mood: patched
-        into the page's data (``redraw``: through HoloViews, for a new range)."""
+        into the page's data, or, for a new range, drawn through HoloViews (axes included)."""
         self._fast_queued = False
         if self._range is None:
             return
         frame = self._frame
-        if redraw or not self._patch_price(frame):
+        if self._redraw_due:
+            self._redraw_due = False
+            self._sent["series"] = frame
+            self.pipe.send(frame)
+        elif not self._patch_price(frame):
             self._send("series", self.pipe, frame)
         if self.table.value is not self._news:
             self.table.value = self._news

@@ -259,6 +259,53 @@ def test_the_live_window_moves_by_streaming_new_buckets_with_rollover() -> None:
     assert "**31** articles" in dash.status.object
 
 
+class NextTick(Calls):
+    """Bokeh's scheduler as a session has it: a change without delay waits for the next tick
+    too, in the order it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks: list[Any] = []
+
+    def __call__(self, fn: Any, delay_s: float) -> None:
+        if delay_s > 0:
+            self.delayed.append((fn, delay_s))
+        else:
+            self.ticks.append(fn)
+
+    def run_ticks(self) -> None:
+        while self.ticks:
+            self.ticks.pop(0)()
+
+
+@pytest.mark.parametrize("late_update", [False, True])
+def test_a_new_window_sets_the_time_axis_even_behind_a_queued_live_draw(late_update: bool) -> None:
+    """A live update queues a patch of the chart for the next tick; the window changes before
+    that tick comes. The patch then draws the new window's data, and the axis must be the new
+    window's too (the patch alone only shifts it by the move of the first bucket)."""
+    store = _store()
+    dash, plot, _ = _dashboard(store)
+    ticks = NextTick()
+    dash.call = ticks
+    # The price chart's own draw sets the axis: not the aggregate charts' redraw after it (in a
+    # browser those come one per tick, later, and may not share its range).
+    dash._draw_heavy = lambda *_a: None  # type: ignore[method-assign]
+    ts = NOW - 50
+    store.add(ts, 0.9)
+    store.prices[ts] = 31_000.0
+    asyncio.run(dash.live([_aggregate(store, ts)]))
+    assert ticks.ticks, "the live update waits for the next tick"
+    dash.window.value = "1 hour"
+    asyncio.run(dash.refresh())
+    if late_update:  # another live update after the refresh, before the tick
+        asyncio.run(dash.live([_aggregate(store, ts)]))
+    ticks.run_ticks()
+    start, end = _time_range(plot)
+    assert np.timedelta64(59, "m") <= end - start <= np.timedelta64(61, "m"), (start, end)
+    _full, full_plot, _ = _dashboard(store, "1 hour")
+    _assert_same_price_chart(plot, full_plot)
+
+
 def test_live_articles_follow_the_filters_and_the_range() -> None:
     store = _store()
     dash, _plot, _ = _dashboard(store)
