@@ -27,6 +27,7 @@ import pytest
 
 from actors.pool import MEMBER_PREFIX, POOL
 from cluster.local.ray_head import AUTH_MODE_ENV, SINGLE_NODE_ENV, RayHead, descendants
+from cluster.serve_ingress import ray_serve_env
 from tests.conftest import ARTIFACTS, REPO, TEST_PORTS, Stack
 
 pytestmark = pytest.mark.slow
@@ -163,6 +164,8 @@ def cluster() -> Iterator[Cluster]:
         }
     )
     c = Cluster(state_dir, env)
+    # Serve's direct ingress on the API port, as docs/beyond-one-machine.md starts a cluster.
+    env.update(ray_serve_env(c.stack.settings()))
     try:
         c.start_head()
         # One after the other: nodes of one machine share the session's socket folder, and two
@@ -251,6 +254,12 @@ def test_a_worker_node_dies_mid_replay_and_every_article_is_stored_once(
     # The stages that keep files on local disk run on the head.
     for name in ("vector-store", "aggregator", "topic-model", POOL):
         assert placed["actors"][name] in head, (name, placed)
+    # The API's replica answers on the head's API port itself (direct ingress); Serve's proxy
+    # on its own port reaches it too.
+    ingress = [n for k, n in placed["actors"].items() if k.startswith("SERVE_REPLICA::btcpulse#ingress#")]
+    assert len(ingress) == 1 and set(ingress) <= head, placed
+    proxy = httpx.get(f"http://127.0.0.1:{stack.settings().proxy_port}/healthz", timeout=30)
+    assert proxy.status_code == 200, proxy.text
 
     stack.cli("replay", str(news_csv), "--limit", str(N), timeout=600)
 
