@@ -27,6 +27,14 @@ _PARTITION = re.compile(r"-partition-\d+$")
 ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached"}
 
 
+def on_head() -> dict[str, float]:
+    """The ``resources`` that pin a task, actor or Serve replica to the head node: a sliver of
+    the resource only the head has."""
+    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
+
+    return {HEAD_NODE_RESOURCE_NAME: 0.001}
+
+
 def named_actors(namespace: str) -> list[str]:
     """The names of the live named actors of ``namespace``, sorted."""
     import ray

@@ -21,9 +21,9 @@ def start_pipeline(settings: BtcpulseSettings, *, timeout_s: float = 600) -> dic
     """Create the stage actors that do not exist yet; return their handles by name once each has
     finished ``__init__`` (models loaded, subscriptions open)."""
     import ray
-    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 
     from actors.aggregator import AggregatorConsumer
+    from actors.common import on_head
     from actors.pool import POOL, AnalysisPool
     from actors.topics import TopicModelActor
     from actors.vector_store import VectorStoreActor
@@ -31,7 +31,7 @@ def start_pipeline(settings: BtcpulseSettings, *, timeout_s: float = 600) -> dic
     from serve.read import AGGREGATOR, TOPIC_MODEL, VECTOR_STORE
 
     ensure_topics(settings)
-    head = {"resources": {HEAD_NODE_RESOURCE_NAME: 0.001}} if settings.stateful_on_head else {}
+    head = {"resources": on_head()} if settings.stateful_on_head else {}
     # An embedded store's files are on the head's disk; a Qdrant server is reachable from anywhere.
     remote_store = (settings.qdrant_url or "").startswith(("http://", "https://"))
     store_on = {} if remote_store else head

@@ -60,9 +60,10 @@ def direct_ingress_on(settings: BtcpulseSettings) -> bool:
     if not settings.serve_direct_ingress:
         return False
     import ray
-    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 
-    probe = ray.remote(num_cpus=0, resources={HEAD_NODE_RESOURCE_NAME: 0.001})(_head_env)
+    from actors.common import on_head
+
+    probe = ray.remote(num_cpus=0, resources=on_head())(_head_env)
     return serves_api_port(settings, ray.get(probe.remote((ENABLE, MIN_PORT, MAX_PORT)), timeout=120))
 
 

@@ -562,19 +562,19 @@ def build_application(settings: BtcpulseSettings, *, direct_ingress: bool = Fals
     """The bound Serve application (``serve.run`` target). With ``direct_ingress`` the replica
     answers on the API port itself (:mod:`cluster.serve_ingress`): it runs on the head node,
     whose address the API has."""
-    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
+    from actors.common import on_head
 
     def builder() -> FastAPI:
         # Serve calls a plain function on the replica (a functools.partial would be taken
         # for an ASGI app).
         return build_api(settings)
 
-    on_head = {"resources": {HEAD_NODE_RESOURCE_NAME: 0.001}} if direct_ingress else {}
+    pinned = {"resources": on_head()} if direct_ingress else {}
 
     @serve.deployment(
         name="ingress",
         num_replicas=1,
-        ray_actor_options={"num_cpus": 0, **on_head},
+        ray_actor_options={"num_cpus": 0, **pinned},
         max_ongoing_requests=200,
         logging_config={"enable_access_log": settings.serve_access_log},
     )
