@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from bench.stack import NEWS, fresh_copy, real_items
+from ui.screenshot import X_SPANS_JS
 
 
 def _shown(page: Any) -> int:
@@ -114,18 +115,6 @@ def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[s
 
 
 # The span (ms) of the widest datetime x range in the page's Bokeh documents (the time axis).
-X_SPAN_JS = """() => {
-  let span = 0;
-  for (const doc of window.Bokeh.documents) {
-    for (const m of doc.all_models) {
-      const name = m.type ?? m.constructor.__name__;
-      if (name === "Range1d" && typeof m.start === "number" && m.start > 1e12) {
-        span = Math.max(span, m.end - m.start);
-      }
-    }
-  }
-  return span;
-}"""
 
 
 def history_paint(url: str, lo: datetime, hi: datetime, repeats: int = 5) -> dict[str, list[float]]:
@@ -157,7 +146,8 @@ def history_paint(url: str, lo: datetime, hi: datetime, repeats: int = 5) -> dic
             picker.press("Enter")
             while time.monotonic() - t1 < 120:
                 text = page.locator("text=/articles ·/").first.inner_text(timeout=30_000)
-                if shown in text and abs(page.evaluate(X_SPAN_JS) - span_ms) <= 0.05 * span_ms:
+                drawn = max(page.evaluate(X_SPANS_JS), default=0)
+                if shown in text and abs(drawn - span_ms) <= 0.05 * span_ms:
                     break
                 time.sleep(0.02)
             else:

@@ -18,6 +18,20 @@ from pathlib import Path
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
+#: For ``page.evaluate``: the span (ms) of every datetime x range in the page's Bokeh documents,
+#: one per linked group of charts (the browser tests and ``bench.dashboard_latency`` read the
+#: time axis this way).
+X_SPANS_JS = """() => {
+  const spans = [];
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const name = m.type ?? m.constructor.__name__;
+      if (name === "Range1d" && typeof m.start === "number" && m.start > 1e12) spans.push(m.end - m.start);
+    }
+  }
+  return spans;
+}"""
+
 
 def take(
     url: str,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTS
+from ui.screenshot import X_SPANS_JS
 
 pytestmark = pytest.mark.browser
 
@@ -153,20 +154,6 @@ def test_hostile_title_renders_as_text_and_search_finds_news(stack, page, tmp_pa
     titles = page.locator(".tabulator-row", has=page.locator(".tabulator-cell[tabulator-field='score']"))
     assert "window.__xss=2" in titles.first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "dashboard-search.png"), full_page=True)
-
-
-# The figures' shared time axis, read from the page's Bokeh document: the span (ms) of every
-# datetime x range (one per linked group of charts).
-X_SPANS_JS = """() => {
-  const spans = [];
-  for (const doc of window.Bokeh.documents) {
-    for (const m of doc.all_models) {
-      const name = m.type ?? m.constructor.__name__;
-      if (name === "Range1d" && typeof m.start === "number" && m.start > 1e12) spans.push(m.end - m.start);
-    }
-  }
-  return spans;
-}"""
 
 
 def _time_span_h(page) -> float:
