@@ -87,9 +87,7 @@ class VectorStoreActor:
         self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
     ) -> list[list[VectorHit]]:
         """Several searches in one call: row ``i`` of ``vectors`` with ``ks[i]`` and ``flts[i]``."""
-        if not len(vectors) == len(ks) == len(flts):
-            raise ValueError(f"{len(vectors)} vectors, {len(ks)} ks and {len(flts)} filters")
-        return [self._store.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+        return self._store.search_many(vectors, ks, flts)
 
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         return self._store.latest(limit, flt)

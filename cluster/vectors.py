@@ -24,7 +24,7 @@ import logging
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,14 @@ class VectorStore(ABC):
     def search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[VectorHit]:
         """The ``k`` nearest points by cosine similarity, best first."""
 
+    def search_many(
+        self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
+    ) -> list[list[VectorHit]]:
+        """Several searches at once: row ``i`` of ``vectors`` with ``ks[i]`` and ``flts[i]``;
+        each gives what :meth:`search` gives it alone."""
+        _check_batch(vectors, ks, flts)
+        return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+
     @abstractmethod
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         """Payloads of the newest points by ``published_ts``, newest first."""
@@ -158,6 +166,17 @@ def open_vector_store(settings: BtcpulseSettings, dim: int) -> VectorStore:
 # --------------------------------------------------------------------------------------------
 # Embedded: qdrant-edge
 # --------------------------------------------------------------------------------------------
+
+
+def _check_batch(vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]) -> int:
+    if not len(vectors) == len(ks) == len(flts):
+        raise ValueError(f"{len(vectors)} vectors, {len(ks)} ks and {len(flts)} filters")
+    return len(vectors)
+
+
+def _hits(points: Iterable[Any]) -> list[VectorHit]:
+    """Scored points (qdrant-edge's or qdrant-client's) as hits."""
+    return [VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
 
 class EdgeVectorStore(VectorStore):
@@ -229,9 +248,9 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             self._shard.update(qe.UpdateOperation.upsert_points(points))
 
-    def search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[VectorHit]:
+    def _query(self, vector: np.ndarray, k: int, flt: SearchFilter | None) -> Any:
         qe = self._qe
-        request = qe.QueryRequest(
+        return qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             filter=self._filter(flt),
@@ -239,9 +258,20 @@ class EdgeVectorStore(VectorStore):
             with_vector=False,
             params=None if SEARCH_HNSW_EF is None else qe.SearchParams(hnsw_ef=SEARCH_HNSW_EF),
         )
-        return [
-            VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)
-        ]
+
+    def search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[VectorHit]:
+        return _hits(self._shard.query(self._query(vector, k, flt)))
+
+    def search_many(
+        self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
+    ) -> list[list[VectorHit]]:
+        """One call into the engine (``query_batch``, planned as one batch). At 100k points it
+        costs the same CPU per search as one call each (``bench/NOTES.md``)."""
+        if _check_batch(vectors, ks, flts) <= 1:
+            return super().search_many(vectors, ks, flts)
+        queries = [self._query(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+        batch = self._qe.QueryBatchRequest(queries)
+        return [_hits(points) for points in self._shard.query_batch(batch)]
 
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         qe = self._qe
@@ -438,7 +468,27 @@ class ClientVectorStore(VectorStore):
                 query_filter=self._filter(flt),
                 with_payload=True,
             )
-        return [VectorHit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
+        return _hits(result.points)
+
+    def search_many(
+        self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
+    ) -> list[list[VectorHit]]:
+        """One request for all of them (``query_batch_points``: one round trip to the server)."""
+        if _check_batch(vectors, ks, flts) <= 1:
+            return super().search_many(vectors, ks, flts)
+        m = self._m
+        requests = [
+            m.QueryRequest(
+                query=np.asarray(v, dtype=np.float32).tolist(),
+                limit=k,
+                filter=self._filter(f),
+                with_payload=True,
+            )
+            for v, k, f in zip(vectors, ks, flts, strict=True)
+        ]
+        with self._lock:
+            results = self._client.query_batch_points(self._name, requests=requests)
+        return [_hits(r.points) for r in results]
 
     def latest(self, limit: int, flt: SearchFilter | None = None) -> list[dict[str, Any]]:
         m = self._m

@@ -166,6 +166,36 @@ def test_search_with_source_and_label(filled: VectorStore) -> None:
     assert titles(SearchFilter(source="nobody")) == []
 
 
+def test_search_many_gives_each_search_what_it_gets_alone(filled: VectorStore) -> None:
+    """One batch (qdrant-edge's query_batch, qdrant-client's query_batch_points) of searches
+    with their own k and filter."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(6, DIM)).astype(np.float32)
+    ks = [1, 4, 2, 10, 3, 4]
+    flts: list[SearchFilter | None] = [
+        None,
+        SearchFilter(source="reddit"),
+        SearchFilter(start_ts=T0 + 100, end_ts=T0 + 300),
+        SearchFilter(sentiment_label="positive"),
+        SearchFilter(source="nobody"),
+        SearchFilter(),
+    ]
+    batch = filled.search_many(vectors, ks, flts)
+    alone = [filled.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+    assert [[h.id for h in hits] for hits in batch] == [[h.id for h in hits] for hits in alone]
+    for got, want in zip(batch, alone, strict=True):
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+        assert [h.payload for h in got] == [h.payload for h in want]
+    assert [len(hits) for hits in batch] == [1, 2, 2, 2, 0, 4]
+    assert filled.search_many(vectors[:1], [2], [None]) == [filled.search(vectors[0], 2)]
+    assert filled.search_many(vectors[:0], [], []) == []
+
+
+def test_search_many_refuses_lists_of_other_lengths(filled: VectorStore) -> None:
+    with pytest.raises(ValueError, match="2 vectors, 1 ks and 2 filters"):
+        filled.search_many(np.eye(DIM, dtype=np.float32)[:2], [1], [None, None])
+
+
 # ---------------------------------------------------------------- count / latest / retrieve
 
 
