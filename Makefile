@@ -21,6 +21,10 @@ SOURCES      ?=
 UP_FLAGS     := $(if $(filter 0,$(LIVE)),--no-live,--live) $(if $(SOURCES),--sources "$(SOURCES)",)
 export PIP_CACHE_DIR := $(CACHE)/pip
 export BTCPULSE_CACHE_DIR ?= $(CACHE)
+# This clone's code first: the cached venv is shared by every clone of the same lock, and its
+# editable install names the clone that ran `make` last; every process make starts (the CLI,
+# Ray's head and so its workers, pytest) inherits this.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -47,7 +51,9 @@ status:
 ## install: system packages (Java, Maven, Chromium) when missing, then the cached venv
 install: system-deps $(VENV_DIR)/.installed
 	@ln -sfn "$(VENV_DIR)" $(VENV)
-	@# The project itself is an editable install, re-pointed at this clone on every run.
+	@# The project itself is an editable install (the `btcpulse` command, the package's
+	@# metadata), re-pointed at this clone on every run; PYTHONPATH above keeps each clone on
+	@# its own code while another one runs.
 	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
 # No prerequisites on purpose: the folder's name carries the lock's hash, and a fresh clone's
