@@ -152,7 +152,7 @@ class AnalysisPool:
         s = self._settings
         need = {"CPU": s.analysis_num_cpus, "GPU": s.analysis_num_gpus, **(s.analysis_resources or {})}
         nodes = {n["NodeID"]: n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")}
-        node = place(nodes, self._member_nodes(), need)
+        node = place(nodes, self._member_nodes() if len(nodes) > 1 else [], need)
         options: dict[str, Any] = {
             "name": member_name(index),
             "get_if_exists": True,
