@@ -114,9 +114,6 @@ def measure(url: str, n: int, gap_s: float, poll_s: float, news: Path) -> dict[s
     return out
 
 
-# The span (ms) of the widest datetime x range in the page's Bokeh documents (the time axis).
-
-
 def history_paint(url: str, lo: datetime, hi: datetime, repeats: int = 5) -> dict[str, list[float]]:
     """Seconds, per fresh tab: ``open`` (navigation -> every chart drawn, live view) and
     ``history`` (a ``lo``-``hi`` range typed into the History picker -> the status line names
