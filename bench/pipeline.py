@@ -403,6 +403,8 @@ def dashboard(api_url: str, rows: Sequence[Any], repeats: int = 5) -> dict[str, 
     return {
         "range": [lo.isoformat(), hi.isoformat()],
         "written_visible": summary(live["visible_s"], 10),
+        "written_counted": summary(live["counted_s"], 10),
+        "counted_visible": summary(live["counted_visible_s"], 10),
         "open": summary(paint["open"], repeats),
         "history_30d": summary(paint["history"], repeats),
     }

@@ -73,6 +73,13 @@ def pipeline_rows(r: dict[str, Any]) -> list[str]:
             f"| dashboard: written -> on screen ({name}): p50 / max | {ms(w.get('p50_s'))} / "
             f"{ms(w.get('max_s'))} | <= 1 s | {yes(bool(w.get('n')) and w['max_s'] <= 1.0)} |"
         )
+        c, v = d.get("written_counted"), d.get("counted_visible")
+        if c and v:  # results written before the split have neither
+            rows.append(
+                f"| of which written -> counted (aggregator) / counted -> on screen (page), "
+                f"{name}: p50 / max | {ms(c.get('p50_s'))} / {ms(c.get('max_s'))}; "
+                f"{ms(v.get('p50_s'))} / {ms(v.get('max_s'))} | (reported) | |"
+            )
         rows.append(
             f"| dashboard: first paint of a 30-day History view ({name}): p50 / max | "
             f"{ms(h.get('p50_s'))} / {ms(h.get('max_s'))} | (reported) | |"

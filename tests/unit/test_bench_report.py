@@ -94,3 +94,15 @@ def test_summary_and_spent() -> None:
     assert s["n"] == 4 and s["missing"] == 1 and s["p50_s"] == 0.25 and s["max_s"] == 0.4
     assert summary([], 3) == {"n": 0, "missing": 3}
     assert spent({"a": 1.0, "b": 5.0}, {"a": 3.0, "b": 5.01, "c": 1.0}) == {"a": 2.0, "c": 1.0}
+
+
+def test_the_dashboard_row_is_split_into_the_aggregator_and_the_page_where_measured(tmp_path: Path) -> None:
+    run = _pipeline(0.9, 0.2, 0.8, {})
+    lat = run["dashboard"]["written_visible"]
+    (tmp_path / "pipeline-2026-12-01.json").write_text(json.dumps(run))
+    assert "of which written -> counted" not in table(tmp_path)  # a result from before the split
+    run["dashboard"]["written_counted"] = {**lat, "p50_s": 0.05, "max_s": 0.3}
+    run["dashboard"]["counted_visible"] = {**lat, "p50_s": 0.1, "max_s": 0.6}
+    (tmp_path / "pipeline-2026-12-01.json").write_text(json.dumps(run))
+    (row,) = [line for line in table(tmp_path).splitlines() if "of which written -> counted" in line]
+    assert "| 50 ms / 300 ms; 100 ms / 600 ms | (reported) |" in row
