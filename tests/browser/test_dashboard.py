@@ -161,6 +161,19 @@ def _time_span_h(page) -> float:
     return max(spans) / 3_600_000 if spans else 0.0
 
 
+def _wait_for_axis(stack, page, what: str, low_h: float, high_h: float, timeout: float) -> None:
+    """Wait until the widest time axis spans ``low_h``-``high_h`` hours; on a timeout, say what
+    every axis spanned and what the status line said."""
+    try:
+        stack.wait_for(what, lambda: low_h <= _time_span_h(page) <= high_h, timeout=timeout)
+    except AssertionError as exc:
+        spans = [round(s / 3_600_000, 2) for s in page.evaluate(X_SPANS_JS)]
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / f"dashboard-axis-{low_h:g}h.png"
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(f"{exc}; axes span {spans} h; status: {_status(page)!r}; {shot.name}") from None
+
+
 def _status(page) -> str:
     return page.locator("text=/articles ·/").first.inner_text(timeout=30_000)
 
@@ -169,13 +182,13 @@ def test_live_window_and_history_range_change_the_axes(stack, page) -> None:
     page.goto(stack.api + "/dashboard")
     page.locator(".bk-Figure").nth(5).wait_for(timeout=60_000)
     stack.wait_for("the live 7-day window", lambda: "live 7 days" in _status(page), timeout=60)
-    stack.wait_for("a 7-day time axis", lambda: 160 <= _time_span_h(page) <= 180, timeout=60)
+    _wait_for_axis(stack, page, "a 7-day time axis", 160, 180, timeout=60)
 
     page.get_by_role("button", name="24 hours", exact=True).click()
     stack.wait_for(
         "the live 24-hour window", lambda: "live 24 hours · 15m buckets" in _status(page), timeout=30
     )
-    stack.wait_for("a 24-hour time axis", lambda: 23 <= _time_span_h(page) <= 25.5, timeout=30)
+    _wait_for_axis(stack, page, "a 24-hour time axis", 23, 25.5, timeout=30)
 
     # History: a range typed into the picker (UTC) sets the axes and the bucket step.
     first = datetime.fromisoformat(stack.get("/healthz").json()["first_at"].replace("Z", "+00:00"))
@@ -188,7 +201,7 @@ def test_live_window_and_history_range_change_the_axes(stack, page) -> None:
     picker.press("Enter")
     shown = f"history {lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC · 15m buckets"
     stack.wait_for("the picked history range", lambda: shown in _status(page), timeout=30)
-    stack.wait_for("a 3-day time axis", lambda: 71 <= _time_span_h(page) <= 73, timeout=30)
+    _wait_for_axis(stack, page, "a 3-day time axis", 71, 73, timeout=30)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"), full_page=True)
 
