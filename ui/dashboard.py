@@ -65,7 +65,8 @@ DEFAULT_WINDOW = "7 days"
 TICK_MS = 1000
 FALLBACK_S = 15.0  # read everything again when nothing was read for this long
 HEAVY_S = 3.0  # under a live stream, the aggregate charts redraw at most this often
-BUSY_RETRY_S = 0.2  # ... and not while a live update is on its way: retried after this
+BUSY_RETRY_S = 0.2  # ... and not while a live update is on its way: retried after this,
+BUSY_RETRIES = 5  # ... this many times at most: under a steady live stream it would never run
 CONTEXT_S = 15.0  # ... and source health, events, topic labels, pipeline health are read so often
 NEWS_LIMIT = 50  # rows of the latest-news table
 LIVE_QUEUE = 500  # live updates a session may have waiting (the oldest are dropped beyond)
@@ -1030,11 +1031,11 @@ class Dashboard:
             return
         self._heavy_queued = True
 
-        def later() -> None:
+        def later(tries: int = 0) -> None:
             self._heavy_queued = False
-            if self._busy():  # try again once that update is drawn
+            if self._busy() and tries < BUSY_RETRIES:  # try again once that update is drawn
                 self._heavy_queued = True
-                self.call(later, BUSY_RETRY_S)
+                self.call(lambda: later(tries + 1), BUSY_RETRY_S)
             else:
                 self._redraw_heavy()
 
@@ -1144,9 +1145,9 @@ class Dashboard:
             lambda: self._draw_tables(windows, frame, lags),
         ]
 
-        def run(i: int) -> None:
-            if self._busy():  # a live update first
-                self.call(lambda: run(i), BUSY_RETRY_S)
+        def run(i: int, tries: int = 0) -> None:
+            if self._busy() and tries < BUSY_RETRIES:  # a live update first, but not for ever
+                self.call(lambda: run(i, tries + 1), BUSY_RETRY_S)
                 return
             steps[i]()
             if i + 1 < len(steps):

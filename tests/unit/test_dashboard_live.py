@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -444,6 +445,42 @@ def test_the_aggregate_charts_redraw_one_per_tick_and_the_lead_lag_in_place() ->
     dash.pending = lambda: False
     calls.run_delayed()
     assert dash._sent["shares"] is not shown and dash._sent["shares"].equals(dash._frame)
+
+
+def test_a_steady_live_stream_delays_the_aggregate_charts_but_does_not_starve_them() -> None:
+    """A live update always on its way (a busy stream): each chart waits BUSY_RETRIES retries
+    at most, then is drawn anyway; so is the redraw that was due HEAVY_S after the last."""
+    store = _store()
+    dash, _plot, calls = _dashboard(store)
+    calls.run_delayed()
+    dash.pending = lambda: True  # never idle
+    dash.window.value = "1 hour"
+    asyncio.run(dash.refresh())  # a new range: the aggregate charts are redrawn now
+    for _ in range(100):
+        if not calls.delayed:
+            break
+        assert all(delay == d.BUSY_RETRY_S for _, delay in calls.delayed)
+        calls.run_delayed()
+    assert calls.delayed == []
+    for name in ("shares", "categories", "river", "sources", "lags"):
+        assert name in dash._sent
+    assert dash._sent["shares"].equals(dash._frame)
+
+    dash._last_heavy = time.monotonic()  # just redrawn: the next redraw is due HEAVY_S later
+    ts = NOW - 50
+    asyncio.run(dash.live([_article(store.add(ts, -0.9)), _aggregate(store, ts)]))
+    ((later, wait),) = calls.delayed
+    assert 0 < wait <= d.HEAVY_S
+    calls.delayed = []
+    redrawn: list[int] = []
+    dash._redraw_heavy = lambda: redrawn.append(retries)  # type: ignore[method-assign]
+    later()
+    retries = 0
+    while calls.delayed:
+        assert len(calls.delayed) == 1 and calls.delayed[0][1] == d.BUSY_RETRY_S
+        retries += 1
+        calls.run_delayed()
+    assert retries == d.BUSY_RETRIES and redrawn == [d.BUSY_RETRIES]
 
 
 def test_a_subscription_wakes_its_session_for_each_update() -> None:
