@@ -165,8 +165,8 @@ def stack_with(extra_env: dict[str, str], *, port_shift: int, name: str) -> Iter
 
 #: The qdrant-client vector store kept in a directory under the state dir (cluster.vectors:
 #: QDRANT_URL=path:DIR), standing in for a Qdrant server: no server binary runs in the tests.
-#: Serve's direct ingress off: this stack's API goes through Serve's proxy, the path of a Ray
-#: cluster started without it (cluster.serve_ingress); the session's stack has it on.
+#: Serve's direct ingress off, said explicitly: this stack's API goes through Serve's proxy, the
+#: path of a Ray cluster started without it (cluster.serve_ingress).
 CLIENT_STORE_ENV = {"BTCPULSE_QDRANT_URL": "path:qdrant-client", "BTCPULSE_SERVE_DIRECT_INGRESS": "0"}
 
 
