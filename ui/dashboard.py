@@ -983,7 +983,7 @@ class Dashboard:
             if sources is not None:
                 _set_table(self.sources, sources)
             if events is not None:
-                self._draw_events(events)
+                self._draw_events(events, (start, end))
             if pipeline is not None:
                 _set_table(self.pipeline, pipeline)
             if labels is not None:
@@ -1001,12 +1001,13 @@ class Dashboard:
         if self._range is None:
             return
         self._events_due = False
+        asked = self._range
         try:
-            events = await self.reader.events(*self._range, 20)
+            events = await self.reader.events(*asked, 20)
         except Exception as exc:
             log.warning("events unavailable: %s", exc)
             return
-        self.call(lambda: self._draw_events(events), 0)
+        self.call(lambda: self._draw_events(events, asked), 0)
 
     # -- what runs when ----------------------------------------------------------------
     def _queue_fast(self) -> None:
@@ -1049,7 +1050,7 @@ class Dashboard:
         if self._events_due and self.spawn is not None:
             self.spawn(self._read_events)
         self._last_heavy = time.monotonic()
-        self._draw_heavy(list(self._windows), self._frame)
+        self._draw_heavy()
 
     def _context_due(self) -> None:
         if self._context_queued or self.spawn is None:
@@ -1120,7 +1121,12 @@ class Dashboard:
         self.pipe.update(data=frame)  # what HoloViews would draw next (no redraw)
         return True
 
-    def _draw_events(self, found: list[Any]) -> None:
+    def _draw_events(self, found: list[Any], asked: tuple[float, float]) -> None:
+        """The events read for the range ``asked``: not drawn where the range on screen has
+        changed since (the read that the change started draws its own)."""
+        if asked != self._range:
+            self._events_due = True
+            return
         _set_table(self.events, events_frame(found))
         self._send("events", self.event_pipe, event_spans(found))
 
@@ -1129,20 +1135,24 @@ class Dashboard:
         if options != self.source.options:
             self.source.options = options
 
-    def _draw_heavy(self, windows: list[Any], frame: pd.DataFrame) -> None:
-        """The aggregate charts and tables from the windows in memory, one chart per tick of
-        the session: each HoloViews update costs a walk of the whole document (~0.1 s here),
-        and a live update that comes meanwhile is drawn between two of them."""
-        lags = lead_lag(frame)
+    def _draw_heavy(self) -> None:
+        """The aggregate charts and tables, one chart per tick of the session: each HoloViews
+        update costs a walk of the whole document (~0.1 s here), and a live update that comes
+        meanwhile is drawn between two of them. Each chart is drawn from the windows on screen
+        when its turn comes, not those of the moment the redraw began: the charts share the
+        price chart's time axis, which HoloViews widens to take in each update of a chart but
+        the first, so a chart drawn with the windows of a range left meanwhile (the live window,
+        when a history range was picked) stretched the axis over both."""
+        lags = lead_lag(self._frame)
         if self._changed("lags", lags):
             self._patch_lags(lags)  # in place when it can; else the bars are redrawn below
         steps: list[Callable[[], None]] = [
-            lambda: self._send("shares", self.share_pipe, frame),
-            lambda: self._send("categories", self.category_pipe, categories_frame(windows)),
-            lambda: self._send("river", self.river_pipe, river_frame(windows, self._topic_labels)),
-            lambda: self._send("sources", self.source_pipe, source_volume_frame(windows)),
-            lambda: self._send("lags", self.lag_pipe, lags),
-            lambda: self._draw_tables(windows, frame, lags),
+            lambda: self._send("shares", self.share_pipe, self._frame),
+            lambda: self._send("categories", self.category_pipe, categories_frame(self._windows)),
+            lambda: self._send("river", self.river_pipe, river_frame(self._windows, self._topic_labels)),
+            lambda: self._send("sources", self.source_pipe, source_volume_frame(self._windows)),
+            self._draw_lags,
+            lambda: self._draw_tables(self._windows, self._frame, lead_lag(self._frame)),
         ]
 
         def run(i: int, tries: int = 0) -> None:
@@ -1154,6 +1164,11 @@ class Dashboard:
                 self.call(lambda: run(i + 1), 0)
 
         run(0)
+
+    def _draw_lags(self) -> None:
+        lags = lead_lag(self._frame)
+        if self._changed("lags", lags) and not self._patch_lags(lags):
+            self._send("lags", self.lag_pipe, lags)
 
     def _patch_lags(self, lags: pd.DataFrame) -> bool:
         """The lead/lag bars (always the same lags, on a fixed -1..1 axis) patched in place."""

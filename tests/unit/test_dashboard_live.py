@@ -18,7 +18,7 @@ import pytest
 from bokeh.document import Document
 from bokeh.models.renderers import GlyphRenderer
 
-from cluster.records import WindowAggregate, format_time
+from cluster.records import NewsEvent, WindowAggregate, format_time
 from cluster.vectors import SearchFilter
 from serve.live import Update
 from ui import dashboard as d
@@ -290,7 +290,7 @@ def test_a_new_window_sets_the_time_axis_even_behind_a_queued_live_draw(late_upd
     dash.call = ticks
     # The price chart's own draw sets the axis: not the aggregate charts' redraw after it (in a
     # browser those come one per tick, later, and may not share its range).
-    dash._draw_heavy = lambda *_a: None  # type: ignore[method-assign]
+    dash._draw_heavy = lambda: None  # type: ignore[method-assign]
     ts = NOW - 50
     store.add(ts, 0.9)
     store.prices[ts] = 31_000.0
@@ -531,3 +531,92 @@ def test_the_aggregate_charts_redraw_between_live_updates() -> None:
     dash.pending = lambda: False
     calls.run_delayed()
     assert dash._sent["shares"].equals(dash._frame) and calls.delayed == []
+
+
+class SlowEvents(FakeReader):
+    """A reader whose events read waits for ``gate`` while one is set, then answers with one
+    event in the middle of the range it was asked for, whatever the page shows by then."""
+
+    def __init__(self, store: FakeStore) -> None:
+        super().__init__(store)
+        self.gate: asyncio.Event | None = None
+
+    async def events(self, start: float, end: float, *_args: Any, **_kw: Any) -> list[Any]:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            await gate.wait()
+        mid = (start + end) / 2
+        return [
+            NewsEvent(
+                id=f"volume:kw:etf:{mid}", kind="volume", key="kw:etf", label="etf", keywords=["etf"],
+                start=format_time(mid - 600), peak=format_time(mid - 300), end=format_time(mid),
+                peak_value=9.0, baseline=1.0, score=6.0, examples=[],
+            )
+        ]  # fmt: skip
+
+
+def _history_store() -> FakeStore:
+    store = _store()
+    for i in range(3 * 24):  # and three days of news a month before, one an hour
+        ts = NOW - 30 * 86400 + 3600 * i
+        store.add(ts, 0.2)
+        store.prices[ts] = 20_000.0 + i
+    return store
+
+
+@pytest.mark.parametrize("read", ["read_context", "_read_events"])
+def test_events_read_for_the_old_range_are_not_drawn_over_a_new_one(read: str) -> None:
+    """The live window's events are being read when a history range is picked: their answer,
+    coming after the history range is drawn, must not go on its time axis (it had widened the
+    axis from the picked start to today)."""
+    reader = SlowEvents(_history_store())
+    dash = d.Dashboard(reader)  # type: ignore[arg-type]
+    dash.call = Calls()
+    plot = hv.renderer("bokeh").get_plot(dash.plots.object)
+    lo = datetime.fromtimestamp(NOW - 30 * 86400, UTC).replace(tzinfo=None)
+    picked = (lo, lo + timedelta(days=3))
+
+    async def run() -> None:
+        await dash.refresh()
+        gate = reader.gate = asyncio.Event()
+        stale = asyncio.create_task(getattr(dash, read)())  # held at its events read
+        await asyncio.sleep(0)
+        assert reader.gate is None, "the live window's events read is waiting"
+        dash.mode.value = d.HISTORY
+        dash.picker.value = picked
+        await dash.refresh()  # the picked range, drawn with its own events
+        gate.set()
+        await stale
+
+    asyncio.run(run())
+    start, end = _time_range(plot)
+    assert np.timedelta64(71, "h") <= end - start <= np.timedelta64(73, "h"), (start, end)
+    spans = dash.event_pipe.data  # the picked range's event, in its table too
+    assert len(spans) == 1 and pd.Timestamp(lo) <= spans["start"].iloc[0] <= pd.Timestamp(picked[1]), spans
+    assert list(dash.events.value["start"]) == [spans["start"].iloc[0].strftime("%Y-%m-%d %H:%M")]
+
+
+def test_the_aggregate_charts_of_the_old_range_do_not_widen_the_new_ones_axis() -> None:
+    """The aggregate charts redraw one per tick; a history range is picked while they draw the
+    live window. Every chart but the price chart widens the shared time axis to take in what it
+    draws (HoloViews unites a shared range with each update), so a chart drawn with the live
+    window after the history range is drawn had stretched the axis from the picked start to
+    today: what is left of the old redraw must not be drawn."""
+    store = _history_store()
+    dash, plot, _ = _dashboard(store, "24 hours")
+    ts = NOW - 50  # news in the live window: its aggregate charts are due a redraw
+    store.add(ts, 0.9, topic_id=2)
+    asyncio.run(dash.live([_aggregate(store, ts)]))
+    ticks = NextTick()
+    dash.call = ticks
+    dash._redraw_heavy()  # the live window's aggregate charts, the first drawn now
+    assert ticks.ticks, "the other charts wait for the next ticks"
+    lo = datetime.fromtimestamp(NOW - 30 * 86400, UTC).replace(tzinfo=None)
+    dash.mode.value = d.HISTORY
+    dash.picker.value = (lo, lo + timedelta(days=3))
+    asyncio.run(dash.refresh())
+    ticks.run_ticks()
+    start, end = _time_range(plot)
+    assert np.timedelta64(71, "h") <= end - start <= np.timedelta64(73, "h"), (start, end)
+    times = dash.river_pipe.data[0]["time"]
+    assert len(times) and times.max() <= pd.Timestamp(lo + timedelta(days=3)), times
