@@ -1,6 +1,6 @@
 """How HTTP reaches the API: Ray Serve's direct ingress, or its proxy.
 
-With direct ingress (``BTCPULSE_SERVE_DIRECT_INGRESS``, opt-in for now) the ingress replica runs
+With direct ingress (``BTCPULSE_SERVE_DIRECT_INGRESS``, on by default) the ingress replica runs
 its own HTTP server and answers on ``api_port`` itself: a request costs no hop through Serve's
 proxy actor (``bench/NOTES.md``: 1.7-1.8x the search QPS with 8 clients, p99 ~0.6x). Serve's
 proxy still runs, on ``proxy_port``, as the way in through any node.

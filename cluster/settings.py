@@ -72,9 +72,8 @@ class BtcpulseSettings(BaseSettings):
     # Ray Serve's direct ingress: the API's replica answers on api_port itself, with no hop
     # through Serve's proxy (cluster.serve_ingress); the proxy then listens on
     # serve_proxy_port (unset: api_port + 50). Needs its switches on `ray start` (the local
-    # head gets them); on a cluster started without them the proxy serves api_port. Off by
-    # default while the dashboard test still fails with it on in some full runs (bench/NOTES.md).
-    serve_direct_ingress: bool = False
+    # head gets them); on a cluster started without them the proxy serves api_port.
+    serve_direct_ingress: bool = True
     serve_proxy_port: int | None = None
     # Serve's access log: one line per request in the replica's log, written on its request
     # path (~5 % of its Python time under search load). Off, Serve still counts requests and

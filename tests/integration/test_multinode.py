@@ -158,7 +158,7 @@ def cluster() -> Iterator[Cluster]:
             "BTCPULSE_POOL_INTERVAL_S": "2",
             "BTCPULSE_POOL_SCALE_DOWN_AFTER_S": "20",
             "BTCPULSE_RAY_NUM_CPUS": "0",
-            # Serve's direct ingress (opt-in), its switches on the head's `ray start` below.
+            # Serve's direct ingress, its switches on the head's `ray start` below.
             "BTCPULSE_SERVE_DIRECT_INGRESS": "1",
             # Ray declares a node dead after 3 missed health checks of 1 s (default 5 of 3 s).
             "RAY_health_check_period_ms": "1000",
