@@ -268,7 +268,7 @@ class EdgeVectorStore(VectorStore):
         """One call into the engine (``query_batch``, planned as one batch). At 100k points it
         costs the same CPU per search as one call each (``bench/NOTES.md``)."""
         if _check_batch(vectors, ks, flts) <= 1:
-            return super().search_many(vectors, ks, flts)
+            return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
         queries = [self._query(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
         batch = self._qe.QueryBatchRequest(queries)
         return [_hits(points) for points in self._shard.query_batch(batch)]
@@ -475,7 +475,7 @@ class ClientVectorStore(VectorStore):
     ) -> list[list[VectorHit]]:
         """One request for all of them (``query_batch_points``: one round trip to the server)."""
         if _check_batch(vectors, ks, flts) <= 1:
-            return super().search_many(vectors, ks, flts)
+            return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
         m = self._m
         requests = [
             m.QueryRequest(
