@@ -32,7 +32,7 @@ from tests.conftest import ARTIFACTS, REPO, TEST_PORTS, Stack
 
 pytestmark = pytest.mark.slow
 
-N = 1200  # articles replayed
+N = 2400  # articles replayed: enough that analysis-1, once loaded, still finds some waiting
 OFFSET = 800  # ports apart from the shared test stack and the other per-module stacks
 PORTS = {k: (str(int(v) + OFFSET) if k.endswith("_PORT") else v) for k, v in TEST_PORTS.items()}
 RAY_PORT = int(PORTS["BTCPULSE_RAY_PORT"])
@@ -159,6 +159,10 @@ def cluster() -> Iterator[Cluster]:
             "BTCPULSE_POOL_BACKLOG_PER_ACTOR": "300",
             "BTCPULSE_POOL_INTERVAL_S": "2",
             "BTCPULSE_POOL_SCALE_DOWN_AFTER_S": "60",
+            # Two batches prefetched per consumer, not 256 messages: what analysis-0 holds in
+            # its queue the broker cannot give analysis-1 (with 1,200 articles and 256, a run
+            # had analysis-0 holding all that was left by the time analysis-1 had loaded).
+            "BTCPULSE_RECEIVER_QUEUE_SIZE": "128",
             "BTCPULSE_RAY_NUM_CPUS": "0",
             # Serve's direct ingress, its switches on the head's `ray start` below.
             "BTCPULSE_SERVE_DIRECT_INGRESS": "1",
