@@ -119,6 +119,12 @@ class VectorStore(ABC):
         """Several searches at once: row ``i`` of ``vectors`` with ``ks[i]`` and ``flts[i]``;
         each gives what :meth:`search` gives it alone."""
         _check_batch(vectors, ks, flts)
+        return self._search_each(vectors, ks, flts)
+
+    def _search_each(
+        self, vectors: np.ndarray, ks: Sequence[int], flts: Sequence[SearchFilter | None]
+    ) -> list[list[VectorHit]]:
+        """The searches one :meth:`search` call each (lengths already checked)."""
         return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
 
     @abstractmethod
@@ -268,7 +274,7 @@ class EdgeVectorStore(VectorStore):
         """One call into the engine (``query_batch``, planned as one batch). At 100k points it
         costs the same CPU per search as one call each (``bench/NOTES.md``)."""
         if _check_batch(vectors, ks, flts) <= 1:
-            return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+            return self._search_each(vectors, ks, flts)
         queries = [self._query(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
         batch = self._qe.QueryBatchRequest(queries)
         return [_hits(points) for points in self._shard.query_batch(batch)]
@@ -475,7 +481,7 @@ class ClientVectorStore(VectorStore):
     ) -> list[list[VectorHit]]:
         """One request for all of them (``query_batch_points``: one round trip to the server)."""
         if _check_batch(vectors, ks, flts) <= 1:
-            return [self.search(v, k, f) for v, k, f in zip(vectors, ks, flts, strict=True)]
+            return self._search_each(vectors, ks, flts)
         m = self._m
         requests = [
             m.QueryRequest(
