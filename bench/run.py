@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": _command(raw_argv),
         "config": {
-            "data": os.path.relpath(data.resolve(), REPO),
+            "data": os.path.relpath(os.path.abspath(data), REPO),
             "rows_in_file": available,
             "texts": n,
             "selection": "evenly spaced over the time-sorted news rows",

@@ -134,9 +134,6 @@ class BtcpulseSettings(BaseSettings):
     # were embedded, except onnx (fp32: the torch model's vectors, to 1e-4 cosine, in half the
     # time per query) for torch on a CPU-only replica (serve.read.query_backend).
     query_backend: str | None = None
-    # Query embedders per Serve replica, each with its model loaded: searches that arrive while
-    # one batch is being embedded are embedded beside it (serve.read.QueryBatcher).
-    query_workers: int = 2
     receiver_queue_size: int = 256
     max_redeliveries: int = 5
     # The analysis pool: at least analysis_actors actors, at most analysis_max_actors (unset:
@@ -194,7 +191,6 @@ class BtcpulseSettings(BaseSettings):
         "embed_batch_size",
         "batch_max_tokens",
         "receiver_queue_size",
-        "query_workers",
         "analysis_actors",
         "news_partitions",
         "pool_backlog_per_actor",

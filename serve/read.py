@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import queue
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,19 +72,16 @@ class _Query:
 class QueryBatcher:
     """Text searches that arrive together are served together.
 
-    A free worker takes the oldest waiting query and every other one already waiting (at most
-    ``max_batch``; it never waits for more, so a lone query pays nothing extra), embeds them in
-    one thread hop and sends them to the vector store in one actor call. Under concurrent load
-    the queue fills while a batch is served, so the per-request costs (the thread hop, the actor
-    call on both sides, the model's own per-pass overhead) are paid once per batch. The store
-    searches one batch while the next is embedded; with ``workers`` > 1, queries that arrive
-    while a batch is being embedded are embedded beside it, on another thread, instead of
-    waiting for it (the embedding was the replica's one serial step: ``bench/NOTES.md``).
+    One worker per replica takes the oldest waiting query and every other one already waiting
+    (at most ``max_batch``; it never waits for more, so a lone query pays nothing extra),
+    embeds them in one thread hop and sends them to the vector store in one actor call. Under
+    concurrent load the queue fills while a batch is served, so the per-request costs (the
+    thread hop, the actor call on both sides, the model's own per-pass overhead) are paid once
+    per batch. The store searches one batch while the next is embedded.
 
     ``embed_many(texts)`` must give each text the vector it would get alone (every
-    :class:`models.embedder.Embedder` backend does), and may be called from ``workers`` threads
-    at once. A batch that fails fails each of its queries with the same error; the worker goes
-    on.
+    :class:`models.embedder.Embedder` backend does). A batch that fails fails each of its
+    queries with the same error; the worker goes on.
     """
 
     def __init__(
@@ -94,18 +89,14 @@ class QueryBatcher:
         embed_many: Callable[[list[str]], np.ndarray],
         search_many: Callable[[np.ndarray, list[int], list[SearchFilter]], Awaitable[list[list[VectorHit]]]],
         max_batch: int = QUERY_BATCH_MAX,
-        workers: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         self._embed_many = embed_many
         self._search_many = search_many
         self.max_batch = max_batch
-        self.workers = workers
         self._queue: asyncio.Queue[_Query] | None = None
-        self._workers: list[asyncio.Task[None]] = []
+        self._worker: asyncio.Task[None] | None = None
         self._searches: set[asyncio.Task[None]] = set()
         #: batches served and queries in them (the mean batch size is their ratio)
         self.batches = 0
@@ -113,13 +104,10 @@ class QueryBatcher:
 
     async def search(self, text: str, k: int, flt: SearchFilter) -> list[VectorHit]:
         loop = asyncio.get_running_loop()
-        if not self._workers or any(w.done() for w in self._workers):
-            for w in self._workers:  # (a worker ends with its loop; one that failed: its peers too)
-                if not w.done() and w.get_loop() is loop:
-                    w.cancel()
+        if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
-            self._workers = [loop.create_task(self._run(self._queue)) for _ in range(self.workers)]
-        elif loop is not self._workers[0].get_loop():
+            self._worker = loop.create_task(self._run(self._queue))
+        elif loop is not self._worker.get_loop():
             # The queue and its worker belong to another event loop: serve this one alone.
             vectors = await asyncio.to_thread(self._embed_many, [text])
             return (await self._search_many(vectors, [k], [flt]))[0]
@@ -175,16 +163,10 @@ class ReadService:
         app can be built, and its HTTP layer checked, without a cluster."""
         self.settings = settings
         self._live: LiveFeed | None = None
-        # One query embedder per batcher worker (an Embedder is not shared between threads):
-        # the free ones wait here; ``_made`` counts those loaded, at most ``query_workers``.
-        self._embedders: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._made = 0
-        self._making = threading.Lock()
-        self._queries = QueryBatcher(self._embed_many, self._search_many, workers=settings.query_workers)
+        self._embedder: Any = None
+        self._queries = QueryBatcher(self._embed_many, self._search_many)
         if load_model:
-            for _ in range(settings.query_workers):
-                self._embedders.put(self._load_embedder())
-            self._made = settings.query_workers
+            self._embedder = self._load_embedder()
 
     def _load_embedder(self) -> Any:
         from models.device import torch_threads
@@ -223,37 +205,12 @@ class ReadService:
         return self._live
 
     def _embed_many(self, texts: list[str]) -> np.ndarray:
-        """Query vectors, each as it would be alone (runs in a thread; at most
-        ``query_workers`` at once, each with an embedder of its own)."""
-        embedder = self._take_embedder()
-        try:
-            # Every backend gives a text the vector it gets alone (onnx-int8: one pass per text).
-            vectors: np.ndarray = embedder.encode(texts, batch_size=len(texts))
-        finally:
-            self._embedders.put(embedder)
+        """Query vectors, each as it would be alone (runs in a thread, one batch at a time)."""
+        if self._embedder is None:
+            self._embedder = self._load_embedder()
+        # Every backend gives a text the vector it gets alone (onnx-int8 by one pass per text).
+        vectors: np.ndarray = self._embedder.encode(texts, batch_size=len(texts))
         return vectors
-
-    def _take_embedder(self) -> Any:
-        """A free embedder; one more is loaded while fewer than ``query_workers`` are."""
-        while True:
-            with self._making:
-                try:
-                    return self._embedders.get_nowait()
-                except queue.Empty:
-                    pass
-                if self._made < self.settings.query_workers:
-                    self._made += 1
-                    break
-            try:  # all are loaded (or loading) and busy: wait for one to come back
-                return self._embedders.get(timeout=0.5)
-            except queue.Empty:
-                continue
-        try:
-            return self._load_embedder()
-        except BaseException:
-            with self._making:
-                self._made -= 1
-            raise
 
     async def _search_many(
         self, vectors: np.ndarray, ks: list[int], flts: list[SearchFilter]

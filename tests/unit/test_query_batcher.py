@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 
 from cluster.settings import BtcpulseSettings
 from cluster.vectors import SearchFilter, VectorHit
-from serve.read import QueryBatcher, ReadService, query_backend
+from serve.read import QueryBatcher, query_backend
 
 DIM = 8
 
@@ -36,12 +34,9 @@ class FakeParts:
         self.gate.set()
         self.fail_on: str | None = None
         self.short_answer = False
-        #: only a batch holding this text waits for the gate (None: every batch does)
-        self.held: str | None = None
 
     def embed_many(self, texts: list[str]) -> np.ndarray:
-        if self.held is None or self.held in texts:
-            self.gate.wait(10)
+        self.gate.wait(10)
         self.embedded.append(list(texts))
         if self.fail_on is not None and self.fail_on in texts:
             raise ValueError(f"cannot embed {self.fail_on!r}")
@@ -186,105 +181,6 @@ def test_a_new_event_loop_gets_a_worker_of_its_own() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         QueryBatcher(FakeParts().embed_many, FakeParts().search_many, max_batch=0)
-    with pytest.raises(ValueError, match="workers"):
-        QueryBatcher(FakeParts().embed_many, FakeParts().search_many, workers=0)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_with_two_workers_a_query_is_embedded_beside_a_slow_batch(workers: int) -> None:
-    parts = FakeParts()
-    parts.held = "slow"
-    batcher = QueryBatcher(parts.embed_many, parts.search_many, workers=workers)
-
-    async def main() -> tuple[bool, list[VectorHit]]:
-        parts.gate.clear()
-        slow = asyncio.ensure_future(batcher.search("slow", 1, SearchFilter()))
-        await asyncio.sleep(0.05)
-        fast = asyncio.ensure_future(batcher.search("fast!", 2, SearchFilter()))
-        done, _ = await asyncio.wait({fast}, timeout=1.0)
-        parts.gate.set()
-        await slow
-        return bool(done), await fast
-
-    answered_beside, hits = asyncio.run(main())
-    # one worker: the second query waits for the first's embedding; two: it does not
-    assert answered_beside is (workers == 2)
-    assert ids(hits) == expected("fast!", 2, None)
-    assert sorted(map(tuple, parts.embedded)) == [("fast!",), ("slow",)]
-
-
-class FakeEmbedder:
-    """Counts the threads inside encode(): more than one at a time fails the test."""
-
-    def __init__(self) -> None:
-        self.inside = 0
-        self.lock = threading.Lock()
-        self.overlapped = False
-
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        with self.lock:
-            self.inside += 1
-            self.overlapped |= self.inside > 1
-        time.sleep(0.1)  # long enough that the six calls overlap
-        with self.lock:
-            self.inside -= 1
-        return np.stack([vector_of(t) for t in texts])
-
-
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_the_replica_gives_each_embedding_thread_an_embedder_of_its_own(
-    workers: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    loaded: list[FakeEmbedder] = []
-
-    def load(self: ReadService) -> FakeEmbedder:
-        loaded.append(FakeEmbedder())
-        return loaded[-1]
-
-    monkeypatch.setattr(ReadService, "_load_embedder", load)
-    reader = ReadService(BtcpulseSettings(query_workers=workers), load_model=False)
-    assert loaded == []  # deferred until the first search
-    calls = 6
-    with ThreadPoolExecutor(max_workers=calls) as pool:
-        got = list(pool.map(lambda i: reader._embed_many(["x" * (i + 1)]), range(calls)))
-    assert [int(v[0, -1]) for v in got] == [i + 1 for i in range(calls)]
-    assert len(loaded) == workers  # six at once: no more embedders than workers
-    assert not any(e.overlapped for e in loaded)
-
-
-def test_an_embedder_that_fails_to_load_frees_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    attempts: list[int] = []
-
-    def load(self: ReadService) -> FakeEmbedder:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise OSError("model file missing")
-        return FakeEmbedder()
-
-    monkeypatch.setattr(ReadService, "_load_embedder", load)
-    reader = ReadService(BtcpulseSettings(query_workers=1), load_model=False)
-    with pytest.raises(OSError, match="missing"):
-        reader._embed_many(["a"])
-    assert reader._embed_many(["bb"]).shape == (1, DIM)
-    assert reader._embed_many(["ccc"]).shape == (1, DIM)  # the one loaded is reused
-    assert len(attempts) == 2
-
-
-def test_the_replica_loads_its_query_workers_embedders_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded: list[FakeEmbedder] = []
-
-    def load(self: ReadService) -> FakeEmbedder:
-        loaded.append(FakeEmbedder())
-        return loaded[-1]
-
-    monkeypatch.setattr(ReadService, "_load_embedder", load)
-    ReadService(BtcpulseSettings(query_workers=2))
-    assert len(loaded) == 2
-
-
-def test_query_workers_is_validated() -> None:
-    with pytest.raises(ValueError, match=">= 1"):
-        BtcpulseSettings(query_workers=0)
 
 
 @pytest.mark.parametrize(
