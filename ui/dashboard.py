@@ -524,14 +524,14 @@ class Dashboard:
 
         self.reader = reader
         self.mode = pn.widgets.RadioButtonGroup(
-            name="Mode", options=[LIVE, HISTORY], value=LIVE, button_type="success"
+            label="Mode", options=[LIVE, HISTORY], value=LIVE, color="success"
         )
         self.window = pn.widgets.RadioButtonGroup(
-            name="Window", options=list(WINDOWS), value=DEFAULT_WINDOW, button_type="primary"
+            label="Window", options=list(WINDOWS), value=DEFAULT_WINDOW, color="primary"
         )
         # History mode: the chosen range (read as UTC); live updates do not move it.
         self.picker = pn.widgets.DatetimeRangePicker(
-            name="Range (UTC)", width=340, visible=False, allow_input=True
+            label="Range (UTC)", width=340, visible=False, allow_input=True
         )
         self.status = pn.pane.Markdown("Waiting for data…", sizing_mode="stretch_width")
         # bullish / neutral / bearish beside the price (text we write, never text from a feed)
@@ -651,23 +651,23 @@ class Dashboard:
             callback=lambda: io.StringIO(self._frame.to_csv(index=False)),
             filename="btcpulse-window.csv",
             label="Export window as CSV",
-            button_type="light",
+            color="light",
         )
         self.query = pn.widgets.TextInput(placeholder="Search similar news in this window…", width=420)
         self.results = _table(search_frame([]), 240)
         self.query.param.watch(lambda _e: pn.state.execute(self.search), "value")
         self._range: tuple[float, float] | None = None
         # News filters, applied by the store (SearchFilter) together with the chart's range.
-        self.source = pn.widgets.Select(name="Source", options=[ALL], value=ALL, width=200)
-        self.sentiment = pn.widgets.Select(name="Sentiment", options=SENTIMENTS, value=ALL, width=140)
+        self.source = pn.widgets.Select(label="Source", options=[ALL], value=ALL, width=200)
+        self.sentiment = pn.widgets.Select(label="Sentiment", options=SENTIMENTS, value=ALL, width=140)
         self.category = pn.widgets.Select(
-            name="Category",
+            label="Category",
             options={"all": ALL, **{CATEGORY_LABELS.get(c, c): c for c in CATEGORIES}},
             value=ALL,
             width=220,
         )
         # topics by label (the topic model's ids), filled as topics appear
-        self.topic = pn.widgets.Select(name="Topic", options={ALL: ALL}, value=ALL, width=260)
+        self.topic = pn.widgets.Select(label="Topic", options={ALL: ALL}, value=ALL, width=260)
         self._sources_seen: set[str] = set()
         self.table = _table(
             news_frame([]), 360, selectable=1, widths={"title": 520}, hidden_columns=HIDDEN_NEWS_COLUMNS
